@@ -1,0 +1,29 @@
+"""The library's errors. Each message is a sentence a person can act on; the app shows it as is."""
+
+
+class VideoLISAError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class InvalidVideo(VideoLISAError):
+    """The input is not a video (or image) we can decode."""
+
+
+class InputTooLarge(VideoLISAError):
+    """The input exceeds a limit that the caller asked us to enforce."""
+
+
+class InvalidSettings(VideoLISAError):
+    """Settings the model cannot take (e.g. T_sparse < T_dense + 1, too many visual tokens)."""
+
+
+class InvalidPrompt(VideoLISAError):
+    """The prompt is empty or too long."""
+
+
+class ModelUnavailable(VideoLISAError):
+    """Weights cannot be found, downloaded or read."""
+
+
+class CheckpointMismatch(ModelUnavailable):
+    """The checkpoint's keys or shapes do not match what the model needs."""

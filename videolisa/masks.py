@@ -1,0 +1,82 @@
+"""Compact per-frame boolean masks: one bit per pixel, so long videos stay small in memory."""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import numpy as np
+
+
+class PackedMasks:
+    """A sequence of T boolean masks of size H x W, stored as packed bits.
+
+    Indexing a frame gives a bool [H, W] array; ``np.asarray(masks)`` gives bool [T, H, W].
+    Frames can be appended one by one (the pipeline writes masks as it decodes them).
+    """
+
+    def __init__(self, height: int, width: int, frames: Iterable[np.ndarray] = ()):
+        self.height = int(height)
+        self.width = int(width)
+        self._bits: list[np.ndarray] = []
+        self._areas: list[int] = []
+        for frame in frames:
+            self.append(frame)
+
+    @classmethod
+    def from_array(cls, masks: np.ndarray) -> "PackedMasks":
+        masks = np.asarray(masks)
+        if masks.ndim != 3:
+            raise ValueError(f"expected masks of shape [T, H, W], got {masks.shape}")
+        return cls(masks.shape[1], masks.shape[2], masks)
+
+    def append(self, mask: np.ndarray) -> None:
+        mask = np.asarray(mask)
+        if mask.shape != (self.height, self.width):
+            raise ValueError(f"mask of shape {mask.shape} does not match {(self.height, self.width)}")
+        mask = mask.astype(bool, copy=False)
+        self._bits.append(np.packbits(mask, axis=None))
+        self._areas.append(int(np.count_nonzero(mask)))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self._bits), self.height, self.width)
+
+    def __len__(self) -> int:
+        return len(self._bits)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if isinstance(index, slice):
+            return self._stack(range(*index.indices(len(self))))
+        bits = self._bits[index]
+        count = self.height * self.width
+        return np.unpackbits(bits, count=count).reshape(self.height, self.width).astype(bool)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def _stack(self, indices: range) -> np.ndarray:
+        out = np.zeros((len(indices), self.height, self.width), dtype=bool)
+        for k, i in enumerate(indices):
+            out[k] = self[i]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self._stack(range(len(self)))
+        return out if dtype is None else out.astype(dtype)
+
+    def areas(self) -> np.ndarray:
+        """Number of foreground pixels per frame, int64 [T]."""
+        return np.asarray(self._areas, dtype=np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self._bits)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PackedMasks):
+            return NotImplemented
+        return self.shape == other.shape and all(np.array_equal(a, b) for a, b in zip(self._bits, other._bits))
+
+    def __repr__(self) -> str:
+        return f"PackedMasks(frames={len(self)}, height={self.height}, width={self.width})"

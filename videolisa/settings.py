@@ -1,0 +1,64 @@
+"""Defaults and limits in one place.
+
+The library's defaults reproduce the official inference; limits are opt-in for the library and the
+command line (``Limits()`` is "no limit") and switched on by the app (``APP_LIMITS``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+# Released checkpoints.
+DEFAULT_MODEL = "ZechenBai/VideoLISA-3.8B"
+DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14-336"
+DEFAULT_SAM2 = "facebook/sam2.1-hiera-large"
+
+# Sparse Dense Sampling (MODEL_SPEC 1.2/1.3): the README and every evaluation script use 32/4.
+NUM_FRAMES_SPARSE = 32
+NUM_FRAMES_DENSE = 4
+
+# Text generation (optional, greedy).
+MAX_NEW_TOKENS = 64
+
+# Frames per SAM image-encoder batch; bounds device memory whatever the video length.
+SAM_BATCH_SIZE = int(os.environ.get("VIDEOLISA_SAM_BATCH", "8"))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input limits. ``None`` means unlimited; the library default enforces nothing."""
+
+    max_upload_mb: Optional[float] = None
+    max_duration_s: Optional[float] = None
+    max_frames: Optional[int] = None
+    max_inference_side: Optional[int] = None  # frames are downscaled so their short side is at most this
+    max_prompt_tokens: Optional[int] = None
+    max_prompt_chars: Optional[int] = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_upload_mb:
+            parts.append(f"uploads up to {self.max_upload_mb:g} MB")
+        if self.max_duration_s:
+            parts.append(f"the first {self.max_duration_s:g} s of a video")
+        if self.max_frames:
+            parts.append(f"at most {self.max_frames} frames")
+        if self.max_inference_side:
+            parts.append(f"frames read at up to {self.max_inference_side}p for inference (output at full size)")
+        if self.max_prompt_tokens:
+            parts.append(f"prompts up to {self.max_prompt_tokens} tokens")
+        return ", ".join(parts) if parts else "no limits"
+
+
+NO_LIMITS = Limits()
+
+# What the public app applies by default.
+APP_LIMITS = Limits(
+    max_upload_mb=200,
+    max_duration_s=60,
+    max_inference_side=1080,
+    max_prompt_tokens=512,
+    max_prompt_chars=4000,
+)
