@@ -1,0 +1,396 @@
+"""The VideoLISA network: CLIP vision tower + projector + Phi-3 + [SEG] head + SAM (MODEL_SPEC 1, 3, 4).
+
+Built from maintained libraries: transformers' ``Phi3ForCausalLM`` and ``CLIPVisionModel`` and the
+unmodified ``segment_anything`` package. Nothing here touches files other than checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ..errors import CheckpointMismatch, ModelUnavailable
+from ..prompts import IMAGE_TOKEN_INDEX
+from ..tokenizer import SEG_TOKEN, TOKENIZER_FILES, SlowLlamaTokenizer
+from .checkpoint import WeightReader, check_keys, resolve_directory
+from .config import VideoLISAConfig
+
+log = logging.getLogger(__name__)
+
+LLM_PREFIXES = ("model.embed_tokens.", "model.layers.", "model.norm.", "lm_head.")
+PROJECTOR_PREFIX = "model.mm_projector."
+SEG_HEAD_PREFIX = "model.text_hidden_fcs."
+SAM_PREFIX = "model.visual_model."
+# The official merge drops the vision tower on purpose; a re-saved copy of it is ignored (CLIP loads on its own).
+IGNORED_PREFIXES = ("model.vision_tower.",)
+
+CHECKPOINT_PATTERNS = ["config.json", "generation_config.json", *TOKENIZER_FILES,
+                       "*.safetensors", "model.safetensors.index.json"]
+CHECKPOINT_FALLBACK = ["config.json", *TOKENIZER_FILES, "pytorch_model*.bin", "pytorch_model.bin.index.json"]
+CLIP_PATTERNS = ["config.json", "preprocessor_config.json", "*.safetensors", "model.safetensors.index.json"]
+CLIP_FALLBACK = ["config.json", "preprocessor_config.json", "pytorch_model.bin"]
+
+# CLIPImageProcessor of openai/clip-vit-large-patch14-336 (MODEL_SPEC 1.4).
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+# segment-anything's pixel statistics, on the 0-255 scale (non-persistent buffers of Sam).
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+def clip_pixel_values(frames, size: int = 336) -> torch.Tensor:
+    """CLIPImageProcessor of the official run (MODEL_SPEC 1.4): [T, H, W, 3] uint8 -> [T, 3, size, size] float32.
+
+    Shortest edge to ``size`` with PIL bicubic, centre crop (no padding), scale by 1/255, normalise.
+    The crop hides the left and right edges of wide frames from the language model, as in training.
+    """
+    out = np.empty((len(frames), 3, size, size), dtype=np.float32)
+    for i, frame in enumerate(frames):
+        h, w = frame.shape[:2]
+        short, long = (h, w) if h <= w else (w, h)
+        new_short, new_long = size, int(size * long / short)
+        new_h, new_w = (new_short, new_long) if h <= w else (new_long, new_short)
+        resized = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize(
+            (new_w, new_h), resample=Image.BICUBIC, reducing_gap=None))
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        crop = resized[top:top + size, left:left + size].astype(np.float64) * (1 / 255)
+        out[i] = ((crop.astype(np.float32) - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1)
+    return torch.from_numpy(out)
+
+
+def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
+    """cuda + bfloat16 when a GPU is there, else cpu + float32 (bf16 matmuls are slow on CPUs)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    return device, dtype
+
+
+@contextmanager
+def _quiet_transformers():
+    """transformers logs a table of every checkpoint key it does not use; ours are checked by us instead."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def phi3_config(config: VideoLISAConfig):
+    from transformers import Phi3Config
+
+    fields = dict(config.phi3)
+    window = fields.get("sliding_window")
+    if window:
+        # transformers 4.4x (the official run) let a query see W + 1 keys; 5.x sees W (MODEL_SPEC 1.9).
+        fields["sliding_window"] = int(window) + 1
+    fields["use_cache"] = False
+    cfg = Phi3Config(**fields)
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+def build_projector(config: VideoLISAConfig) -> nn.Sequential:
+    """LLaVA's ``mlp{N}x_gelu`` (or ``linear``) projector."""
+    layers: list[nn.Module] = [nn.Linear(config.mm_hidden_size, config.hidden_size)]
+    for _ in range(config.projector_depth() - 1):
+        layers += [nn.GELU(), nn.Linear(config.hidden_size, config.hidden_size)]
+    return nn.Sequential(*layers) if len(layers) > 1 else layers[0]
+
+
+def build_seg_head(config: VideoLISAConfig) -> nn.ModuleList:
+    """``text_hidden_fcs``: hidden -> hidden -> out_dim, applied to the [SEG] hidden state."""
+    h = config.hidden_size
+    return nn.ModuleList([nn.Sequential(nn.Linear(h, h), nn.ReLU(inplace=True), nn.Linear(h, config.out_dim),
+                                        nn.Dropout(0.0))])
+
+
+def build_sam(config: VideoLISAConfig):
+    from segment_anything.build_sam import _build_sam
+
+    s = config.sam
+    return _build_sam(
+        encoder_embed_dim=int(s["encoder_embed_dim"]),
+        encoder_depth=int(s["encoder_depth"]),
+        encoder_num_heads=int(s["encoder_num_heads"]),
+        encoder_global_attn_indexes=list(s["encoder_global_attn_indexes"]),
+    )
+
+
+def _prefixed_shapes(module: nn.Module, prefix: str) -> dict[str, tuple[int, ...]]:
+    return {prefix + k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where the weights came from, for the run card."""
+
+    model: str
+    directory: str
+    vision_tower: str
+    vision_directory: str
+    revision: Optional[str]
+    commit: Optional[str]
+    device: str
+    dtype: str
+
+
+class VideoLISAModel(nn.Module):
+    """The network and its tokenizer. Methods are the inference steps; the pipeline orders them."""
+
+    def __init__(self, config: VideoLISAConfig, tokenizer: SlowLlamaTokenizer, llm, vision, projector, seg_head, sam,
+                 info: Optional[ModelInfo] = None):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.llm = llm
+        self.vision = vision
+        self.projector = projector
+        self.seg_head = seg_head
+        self.sam = sam
+        self.info = info
+        seg_id = tokenizer.added_token_id(SEG_TOKEN)
+        if seg_id is None:
+            raise CheckpointMismatch(f"The tokenizer has no {SEG_TOKEN} token, so it cannot belong to VideoLISA.")
+        vocab = llm.get_input_embeddings().weight.shape[0]
+        if seg_id >= vocab or len(tokenizer) > vocab:
+            raise CheckpointMismatch(
+                f"The tokenizer ({len(tokenizer)} tokens, {SEG_TOKEN} = {seg_id}) does not fit the embedding table "
+                f"model.embed_tokens.weight ({vocab} rows): the tokenizer and weights come from different checkpoints."
+            )
+        self.seg_token_id = seg_id
+        self.end_token_ids = {i for i in (tokenizer.added_token_id("<|end|>"), tokenizer.eos_token_id) if i is not None}
+        vcfg = vision.config
+        self.clip_image_size = int(vcfg.image_size)
+        self.tokens_per_frame = (int(vcfg.image_size) // int(vcfg.patch_size)) ** 2
+        self._pe_cache: dict[tuple, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, model: str, vision_tower: Optional[str] = None, device=None, dtype=None,
+             revision: Optional[str] = None) -> "VideoLISAModel":
+        from transformers import Phi3ForCausalLM
+
+        device, dtype = default_device_dtype(device, dtype)
+        directory = resolve_directory(model, patterns=CHECKPOINT_PATTERNS, fallback_patterns=CHECKPOINT_FALLBACK,
+                                      revision=revision, what="VideoLISA checkpoint")
+        config = VideoLISAConfig.from_file(directory / "config.json")
+        tokenizer = SlowLlamaTokenizer(directory)
+        reader = WeightReader(directory)
+
+        llm_cfg = phi3_config(config)
+        with torch.device("meta"):
+            skeleton_llm = Phi3ForCausalLM(llm_cfg)
+            projector, seg_head, sam = build_projector(config), build_seg_head(config), build_sam(config)
+        expected = {k: tuple(v.shape) for k, v in skeleton_llm.state_dict().items()}
+        if llm_cfg.tie_word_embeddings:
+            expected.pop("lm_head.weight", None)
+        expected.update(_prefixed_shapes(projector, PROJECTOR_PREFIX))
+        expected.update(_prefixed_shapes(seg_head, SEG_HEAD_PREFIX))
+        expected.update(_prefixed_shapes(sam, SAM_PREFIX))
+        check_keys(expected, reader.shapes, where=str(directory), ignore_unexpected=IGNORED_PREFIXES)
+        del skeleton_llm
+
+        with _quiet_transformers():
+            llm = Phi3ForCausalLM.from_pretrained(directory, config=llm_cfg, dtype=dtype)
+        llm = llm.to(device)
+        llm.eval()
+        projector = _materialize(projector, reader, PROJECTOR_PREFIX, device, dtype)
+        seg_head = _materialize(seg_head, reader, SEG_HEAD_PREFIX, device, dtype)
+        sam = _materialize(sam, reader, SAM_PREFIX, device, dtype)
+        sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
+        sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
+
+        tower_name = vision_tower or config.vision_tower
+        vision_dir = resolve_directory(tower_name, patterns=CLIP_PATTERNS, fallback_patterns=CLIP_FALLBACK,
+                                       revision=None, what="vision tower", base=directory)
+        vision = load_vision_tower(vision_dir, config, device, dtype)
+        info = ModelInfo(model=str(model), directory=str(directory), vision_tower=str(tower_name),
+                         vision_directory=str(vision_dir), revision=revision, commit=_snapshot_commit(directory),
+                         device=str(device), dtype=str(dtype).replace("torch.", ""))
+        return cls(config, tokenizer, llm, vision, projector, seg_head, sam, info).eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.projector.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.projector.parameters()).dtype
+
+    # ------------------------------------------------------------------ vision -> visual tokens
+    @torch.inference_mode()
+    def clip_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Patch features of the selected CLIP layer (no CLS, no post-layernorm): [T, P, C_clip]."""
+        out = self.vision(pixel_values=pixel_values.to(self.device, self.dtype))
+        return out.last_hidden_state[:, 1:]  # the truncated tower's last layer is the selected one
+
+    @torch.inference_mode()
+    def visual_tokens(self, pixel_values: torch.Tensor, dense_positions: list[int]) -> torch.Tensor:
+        """Sparse Dense Sampling: one pooled token per sparse frame, then every token of the dense ones.
+
+        pixel_values: [T_s, 3, 336, 336] in the sparse order (repeats allowed). Returns [T_s + P*T_d, hidden].
+        """
+        tokens = self.projector(self.clip_features(pixel_values))  # [T_s, P, hidden]
+        sparse = tokens.mean(dim=1)  # [T_s, hidden]
+        dense = tokens[list(dense_positions)].reshape(-1, tokens.shape[-1])  # [T_d*P, hidden]
+        return torch.cat([sparse, dense], dim=0)
+
+    # ------------------------------------------------------------------ language model
+    def embed_prompt(self, ids: list[int] | tuple[int, ...], visual: torch.Tensor) -> torch.Tensor:
+        """Text embeddings with the visual sequence spliced in at the placeholder: [1, L, hidden]."""
+        p = list(ids).index(IMAGE_TOKEN_INDEX)
+        embed = self.llm.get_input_embeddings()
+        before = torch.tensor(ids[:p], dtype=torch.long, device=self.device)
+        after = torch.tensor(ids[p + 1:], dtype=torch.long, device=self.device)
+        return torch.cat([embed(before), visual.to(self.dtype), embed(after)], dim=0)[None]
+
+    @torch.inference_mode()
+    def language_model(self, inputs_embeds: torch.Tensor, past_key_values=None, start: int = 0):
+        """Final-norm hidden states [1, n, hidden] of positions start..start+n-1, and the KV cache."""
+        n = inputs_embeds.shape[1]
+        positions = torch.arange(start, start + n, device=self.device)[None]
+        out = self.llm.model(inputs_embeds=inputs_embeds, position_ids=positions, past_key_values=past_key_values,
+                             use_cache=past_key_values is not None)
+        return out.last_hidden_state, out.past_key_values
+
+    def next_token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.llm.lm_head(hidden)
+
+    @torch.inference_mode()
+    def mask_embedding(self, hidden_rows: torch.Tensor) -> torch.Tensor:
+        """text_hidden_fcs on the hidden state before each [SEG]: [n, hidden] -> [n, 256]."""
+        return self.seg_head[0](hidden_rows.to(self.dtype))
+
+    # ------------------------------------------------------------------ SAM
+    def sam_input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Size after ResizeLongestSide(1024): (h', w')."""
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        return ResizeLongestSide.get_preprocess_shape(height, width, self.sam.image_encoder.img_size)
+
+    def sam_preprocess(self, frames: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """[B, H, W, 3] uint8 RGB -> normalised, zero-padded [B, 3, 1024, 1024] on the device, and (h', w')."""
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        resize = ResizeLongestSide(self.sam.image_encoder.img_size)
+        resized = np.stack([resize.apply_image(np.ascontiguousarray(f)) for f in frames])  # [B, h', w', 3] (PIL bilinear)
+        x = torch.from_numpy(resized).to(self.device).permute(0, 3, 1, 2).float()
+        x = self.sam.preprocess(x)  # normalise in float32, then pad bottom/right
+        return x.to(self.dtype), tuple(resized.shape[1:3])
+
+    @torch.inference_mode()
+    def sam_encode(self, x: torch.Tensor) -> torch.Tensor:
+        """SAM image embeddings: [B, 3, 1024, 1024] -> [B, 256, 64, 64]."""
+        return self.sam.image_encoder(x)
+
+    def dense_pe(self) -> torch.Tensor:
+        """SAM's dense positional encoding [1, 256, 64, 64], computed once per device and dtype.
+
+        Computed in the model dtype as the official (patched) prompt encoder does; in float32 it equals
+        ``prompt_encoder.get_dense_pe()``.
+        """
+        key = (self.device, self.dtype)
+        if key not in self._pe_cache:
+            pe_layer = self.sam.prompt_encoder.pe_layer
+            gaussian = pe_layer.positional_encoding_gaussian_matrix.to(self.dtype)  # [2, 128]
+            h, w = self.sam.prompt_encoder.image_embedding_size
+            grid = torch.ones((h, w), device=self.device, dtype=self.dtype)
+            y = (grid.cumsum(dim=0) - 0.5) / h
+            x = (grid.cumsum(dim=1) - 0.5) / w
+            coords = (2 * torch.stack([x, y], dim=-1) - 1) @ gaussian
+            coords = 2 * math.pi * coords
+            pe = torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)  # [h, w, 256]
+            self._pe_cache[key] = pe.permute(2, 0, 1)[None]
+        return self._pe_cache[key]
+
+    @torch.inference_mode()
+    def sam_decode(self, embeddings: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mask per frame for one prompt: embeddings [B,256,64,64], prompt [256] -> low-res [B,256,256], iou [B]."""
+        decoder = self.sam.mask_decoder
+        sparse = prompt.reshape(1, 1, -1).to(self.dtype)  # [1, 1, 256]
+        dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
+            1, -1, *self.sam.prompt_encoder.image_embedding_size)  # [1, 256, 64, 64]
+        # A batch of frames with one prompt: the prompt broadcasts over the frames (do not repeat it per frame).
+        low, iou = decoder(image_embeddings=embeddings.to(self.dtype), image_pe=self.dense_pe(),
+                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
+        return low[:, 0], iou[:, 0]
+
+    @torch.inference_mode()
+    def sam_postprocess(self, low: torch.Tensor, input_size: tuple[int, int],
+                        original_size: tuple[int, int]) -> torch.Tensor:
+        """Low-res logits [B,256,256] -> logits [B,H,W] at the original size, in float32."""
+        return self.sam.postprocess_masks(low[:, None].float(), input_size, original_size)[:, 0]
+
+
+def _materialize(module: nn.Module, reader: WeightReader, prefix: str, device, dtype) -> nn.Module:
+    """Give a meta-built module real storage and the checkpoint's weights (cast to the compute dtype)."""
+    keys = [prefix + k for k in module.state_dict()]
+    state = {k: v.to(dtype) for k, v in reader.read(keys, strip_prefix=prefix).items()}
+    module = module.to_empty(device=device)
+    module.load_state_dict(state, strict=True)
+    return module.to(device=device, dtype=dtype).eval()
+
+
+def load_vision_tower(directory: Path, config: VideoLISAConfig, device, dtype):
+    """CLIPVisionModel from a full CLIPModel checkpoint or a vision-only one, cut after the selected layer."""
+    from transformers import CLIPVisionModel
+
+    try:
+        with _quiet_transformers():
+            vision, info = CLIPVisionModel.from_pretrained(directory, dtype=dtype, attn_implementation="sdpa",
+                                                          output_loading_info=True)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(f"The vision tower at {directory} could not be loaded: {exc}") from exc
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = sorted(str(k) for k in info.get("mismatched_keys") or [])
+    if missing or mismatched:
+        raise CheckpointMismatch(
+            f"The vision tower at {directory} does not match its config: missing {missing[:8]}, "
+            f"wrong shape {mismatched[:8]}."
+        )
+    if vision.config.hidden_size != config.mm_hidden_size:
+        raise CheckpointMismatch(
+            f"The vision tower at {directory} has width {vision.config.hidden_size}, but the projector expects "
+            f"mm_hidden_size={config.mm_hidden_size}: pass the vision tower this checkpoint was trained with."
+        )
+    layers = _encoder_layers(vision)
+    total = len(layers)
+    select = config.vision_select_layer
+    keep = total + 1 + select if select < 0 else select  # hidden_states[k] is the output of k layers
+    if not 1 <= keep <= total:
+        raise ModelUnavailable(f"mm_vision_select_layer={select} is out of range for a {total}-layer vision tower.")
+    # Layers after the selected one never influence the features we use: drop them.
+    del layers[keep:]
+    return vision.to(device).eval()
+
+
+def _encoder_layers(vision) -> nn.ModuleList:
+    # transformers 5.0 keeps a .vision_model submodule; later 5.x releases flatten it.
+    body = getattr(vision, "vision_model", vision)
+    return body.encoder.layers
+
+
+def _snapshot_commit(directory: Path) -> Optional[str]:
+    # Hub cache layout: .../snapshots/<commit>/
+    return directory.name if directory.parent.name == "snapshots" else None
