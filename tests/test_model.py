@@ -1,0 +1,112 @@
+"""The network steps on the tiny official-format checkpoint: preprocessing, features, splicing, SAM."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from videolisa.model.network import CLIP_MEAN, CLIP_STD, clip_pixel_values
+from videolisa.prompts import IMAGE_TOKEN_INDEX, build_prompt_ids, render_prompt
+
+
+def test_sliding_window_gets_one_more_key_than_the_config_says(tiny_model, tiny_checkpoint):
+    import json
+
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    assert tiny_model.llm.config.sliding_window == config["sliding_window"] + 1
+    assert tiny_model.llm.config._attn_implementation == "sdpa"
+
+
+def test_clip_preprocessing_resizes_short_side_and_crops_the_centre():
+    frame = np.random.default_rng(1).integers(0, 255, (480, 854, 3), dtype=np.uint8)
+    pixels = clip_pixel_values([frame])
+    assert pixels.shape == (1, 3, 336, 336)
+    resized = np.asarray(Image.fromarray(frame).resize((597, 336), Image.BICUBIC))
+    expected = (resized[:, 130:466].astype(np.float32) / 255 - CLIP_MEAN) / CLIP_STD
+    np.testing.assert_allclose(pixels[0].permute(1, 2, 0).numpy(), expected, atol=1e-5)
+
+
+def test_clip_preprocessing_of_a_portrait_frame():
+    frame = np.zeros((500, 300, 3), np.uint8)
+    frame[:, :, 1] = (np.arange(500) % 256).astype(np.uint8)[:, None]
+    pixels = clip_pixel_values([frame])
+    resized = np.asarray(Image.fromarray(frame).resize((336, 560), Image.BICUBIC))
+    expected = (resized[112:448].astype(np.float32) / 255 - CLIP_MEAN) / CLIP_STD
+    np.testing.assert_allclose(pixels[0].permute(1, 2, 0).numpy(), expected, atol=1e-5)
+
+
+def test_truncated_tower_gives_the_second_to_last_layer_without_cls(tiny_model, tiny_checkpoint):
+    from transformers import CLIPVisionModel
+
+    full = CLIPVisionModel.from_pretrained(tiny_checkpoint / "clip-vit-tiny-patch14-336").eval()
+    pixels = torch.randn(2, 3, 336, 336)
+    with torch.no_grad():
+        reference = full(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+    ours = tiny_model.clip_features(pixels)
+    assert ours.shape == (2, 576, tiny_model.config.mm_hidden_size)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_visual_tokens_are_pooled_sparse_then_dense_patches(tiny_model):
+    pixels = torch.randn(4, 3, 336, 336)
+    visual = tiny_model.visual_tokens(pixels, [1])
+    hidden = tiny_model.config.hidden_size
+    assert visual.shape == (4 + 576, hidden)
+    projected = tiny_model.projector(tiny_model.clip_features(pixels))
+    torch.testing.assert_close(visual[:4], projected.mean(dim=1))
+    torch.testing.assert_close(visual[4:], projected[1])
+
+
+def test_prompt_splice_and_seg_row(tiny_model):
+    ids = build_prompt_ids(tiny_model.tokenizer, render_prompt("the cat"), tiny_model.seg_token_id)
+    assert ids.ids.count(IMAGE_TOKEN_INDEX) == 1
+    visual = torch.zeros(4 + 576, tiny_model.config.hidden_size)
+    embeds = tiny_model.embed_prompt(ids.ids, visual)
+    assert embeds.shape[1] == len(ids.ids) - 1 + 580 == ids.spliced_length(580)
+    (seg,) = ids.seg_indices
+    (row,) = ids.seg_hidden_rows(580)
+    # The spliced position of [SEG] is its id index shifted by V - 1; the row used is the one before it.
+    assert row == seg + 580 - 1 - 1
+    token_embedding = tiny_model.llm.get_input_embeddings().weight[tiny_model.seg_token_id]
+    torch.testing.assert_close(embeds[0, row + 1], token_embedding)
+
+
+def test_rendered_prompt_matches_the_phi3_template():
+    assert render_prompt("the dog") == (
+        "<|system|>\nYou are a helpful AI assistant.<|end|>\n<|user|>\n<image>\nthe dog<|end|>\n"
+        "<|assistant|>\nSure, [SEG].<|end|>"
+    )
+    assert render_prompt("the dog", None).endswith("<|end|>\n<|assistant|>\n")
+
+
+def test_sam_preprocess_resizes_longest_side_and_pads_bottom_right(tiny_model):
+    frames = np.full((2, 241, 321, 3), 200, np.uint8)
+    x, size = tiny_model.sam_preprocess(frames)
+    assert size == (769, 1024)
+    assert x.shape == (2, 3, 1024, 1024)
+    assert torch.all(x[:, :, 769:] == 0)  # padding after normalisation
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1)
+    torch.testing.assert_close(x[0, :, 100, :5], ((200 - mean) / std).expand(1, 3, 5)[0])
+
+
+def test_dense_pe_equals_segment_anything_in_float32(tiny_model):
+    torch.testing.assert_close(tiny_model.dense_pe(), tiny_model.sam.prompt_encoder.get_dense_pe())
+
+
+def test_masks_come_back_at_odd_original_size(tiny_model):
+    frames = np.random.default_rng(0).integers(0, 255, (2, 241, 321, 3), dtype=np.uint8)
+    x, size = tiny_model.sam_preprocess(frames)
+    emb = tiny_model.sam_encode(x)
+    low, iou = tiny_model.sam_decode(emb, torch.randn(256))
+    logits = tiny_model.sam_postprocess(low, size, (241, 321))
+    assert low.shape == (2, 256, 256) and iou.shape == (2,)
+    assert logits.shape == (2, 241, 321) and logits.dtype == torch.float32
+
+
+def test_batched_decoding_equals_frame_by_frame(tiny_model):
+    emb = torch.randn(3, 256, 64, 64)
+    prompt = torch.randn(256)
+    batched, iou = tiny_model.sam_decode(emb, prompt)
+    single = torch.cat([tiny_model.sam_decode(emb[i:i + 1], prompt)[0] for i in range(3)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)

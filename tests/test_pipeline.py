@@ -1,0 +1,109 @@
+"""segment() end to end on the tiny checkpoint: shapes, determinism, caching, generation, errors."""
+
+import numpy as np
+import pytest
+
+from videolisa.errors import InvalidPrompt, InvalidSettings, InvalidVideo
+from videolisa.masks import PackedMasks
+
+SETTINGS = dict(num_frames_sparse=4, num_frames_dense=1)
+
+
+@pytest.fixture(scope="module")
+def first(pipeline, small_frames):
+    pipeline.clear_cache()
+    return pipeline.segment(small_frames, "the yellow square", return_logits=True, **SETTINGS)
+
+
+def test_every_frame_gets_a_mask_at_the_original_size(first, small_frames):
+    assert isinstance(first.masks, PackedMasks)
+    masks = np.asarray(first.masks)
+    assert masks.shape == (6, 61, 83) and masks.dtype == bool
+    assert first.logits.shape == (6, 61, 83) and first.logits.dtype == np.float32
+    np.testing.assert_array_equal(masks, first.logits > 0)
+    assert first.scores.shape == (6,)
+    assert first.sparse_frame_indices == (0, 1, 3, 4)
+    assert first.dense_frame_indices == (1,)
+    assert first.num_frames == 6 and (first.height, first.width) == (61, 83)
+    assert first.raw_masks is first.masks and first.post_optimization is None
+    assert first.text is None
+    assert {"vision", "language_model", "sam_encode", "sam_decode"} <= set(first.timings)
+
+
+def test_second_prompt_reuses_video_work_and_matches_an_uncached_run(pipeline, small_frames, first):
+    second = pipeline.segment(small_frames, "the background", return_logits=True, **SETTINGS)
+    assert "sam_encode" not in second.timings and "vision" not in second.timings
+    fresh = pipeline.segment(small_frames, "the background", return_logits=True, naive=True, **SETTINGS)
+    np.testing.assert_allclose(second.logits, fresh.logits, atol=1e-4)
+    decided = np.abs(fresh.logits) > 1e-3
+    np.testing.assert_array_equal(np.asarray(second.masks)[decided], np.asarray(fresh.masks)[decided])
+
+
+def test_same_input_gives_the_same_masks(pipeline, small_frames, first):
+    pipeline.clear_cache()
+    again = pipeline.segment(small_frames, "the yellow square", return_logits=True, **SETTINGS)
+    np.testing.assert_array_equal(again.logits, first.logits)
+    assert again.masks == first.masks
+
+
+def test_batched_sam_equals_frame_by_frame(pipeline, small_frames, first):
+    naive = pipeline.segment(small_frames, "the yellow square", return_logits=True, naive=True, **SETTINGS)
+    np.testing.assert_allclose(naive.logits, first.logits, atol=1e-4)
+
+
+def test_an_image_is_a_one_frame_video(pipeline, small_frames):
+    seg = pipeline.segment(small_frames[0], "the square", **SETTINGS)
+    assert np.asarray(seg.masks).shape == (1, 61, 83)
+    assert seg.sparse_frame_indices == (0, 0, 0, 0)
+    assert seg.dense_frame_indices == (0,)
+
+
+def test_several_targets_share_one_sam_pass(pipeline, small_frames):
+    pipeline.clear_cache()
+    a, b = pipeline.segment_targets(small_frames, ["the square", "the sky"], return_logits=True, **SETTINGS)
+    assert a.prompt == "the square" and b.prompt == "the sky"
+    assert not np.array_equal(a.logits, b.logits)
+    alone = pipeline.segment(small_frames, "the sky", return_logits=True, **SETTINGS)
+    np.testing.assert_allclose(alone.logits, b.logits, atol=1e-5)
+
+
+def test_text_generation_and_mask_from_the_generated_answer(pipeline, small_frames):
+    seg = pipeline.segment(small_frames, "the square", generate_text=True, max_new_tokens=6, **SETTINGS)
+    assert isinstance(seg.text, str) and isinstance(seg.answer_has_seg, bool)
+    generated = pipeline.segment(small_frames, "the square", generate_text=True, mask_from="generated",
+                                 max_new_tokens=6, **SETTINGS)
+    assert generated.mask_from == "generated" and len(generated.masks) == 6
+    if not generated.answer_has_seg:
+        assert generated.is_empty
+        assert any("no [SEG]" in n for n in generated.notices)
+
+
+def test_literal_special_tokens_in_the_prompt_are_neutralised(pipeline, small_frames):
+    seg = pipeline.segment(small_frames, "the <image> [SEG] <|end|> square", **SETTINGS)
+    assert seg.prompt == "the image SEG end square"
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(num_frames_sparse=4, num_frames_dense=4), "at least T_dense"),
+    (dict(num_frames_sparse=-1, num_frames_dense=1), "at least 1"),
+    (dict(num_frames_sparse=32, num_frames_dense=8), "context"),
+])
+def test_settings_the_model_cannot_take_are_rejected(pipeline, small_frames, settings, message):
+    with pytest.raises(InvalidSettings, match=message):
+        pipeline.segment(small_frames, "the square", **settings)
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\x00\x01"])
+def test_empty_prompts_are_rejected(pipeline, small_frames, prompt):
+    with pytest.raises(InvalidPrompt, match="empty"):
+        pipeline.segment(small_frames, prompt, **SETTINGS)
+
+
+@pytest.mark.parametrize("frames, message", [
+    (np.zeros((0, 8, 8, 3), np.uint8), "no frames"),
+    (np.zeros((2, 8, 8), np.uint8), "RGB"),
+    (np.zeros((2, 8, 8, 3), np.float32), "uint8"),
+])
+def test_bad_frame_arrays_are_rejected(pipeline, frames, message):
+    with pytest.raises(InvalidVideo, match=message):
+        pipeline.segment(frames, "x", **SETTINGS)

@@ -1,0 +1,154 @@
+"""Where the pipeline's frames come from: a video file or frames in memory, with the opt-in limits applied.
+
+One definition of "frame i" for every stage: the i-th decoded frame, in display order, counted
+from the start of the processed range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from .errors import InputTooLarge, InvalidVideo
+from .settings import Limits
+
+
+def downscale(frame: np.ndarray, max_side: Optional[int]) -> np.ndarray:
+    """Shrink a frame so that its short side is at most ``max_side`` (area filter); smaller frames pass through."""
+    if not max_side:
+        return frame
+    h, w = frame.shape[:2]
+    if min(h, w) <= max_side:
+        return frame
+    scale = max_side / min(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class FrameSource:
+    """Frames [0, num_frames) of a video, read as often as a stage needs them (nothing held in memory)."""
+
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+    max_side: Optional[int]
+    key: str  # content hash + range + read size: what a cached result of this source depends on
+    path: Optional[Path] = None
+    start: int = 0  # first frame of the processed range in the file
+    info: Any = None  # videolisa.video.VideoInfo for files
+    _frames: Optional[np.ndarray] = None
+
+    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(index of the first frame, frames [B, h, w, 3]) at the inference size."""
+        if self._frames is not None:
+            for i in range(0, self.num_frames, size):
+                yield i, np.stack([downscale(f, self.max_side) for f in self._frames[i:i + size]])
+            return
+        from . import video as videoio
+
+        index = 0
+        for chunk in videoio.iter_chunks(self.path, size, start=self.start, stop=self.start + self.num_frames,
+                                         max_side=self.max_side):
+            yield index, chunk
+            index += len(chunk)
+
+    def read(self, indices: Sequence[int]) -> dict[int, np.ndarray]:
+        """The given frames at the inference size, in one pass."""
+        wanted = sorted(set(int(i) for i in indices))
+        if self._frames is not None:
+            return {i: downscale(self._frames[i], self.max_side) for i in wanted}
+        from . import video as videoio
+
+        got = videoio.read_frames(self.path, [self.start + i for i in wanted], max_side=self.max_side)
+        return {i - self.start: frame for i, frame in got.items()}
+
+    def frames_range(self, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) at full size: [n, H, W, 3]."""
+        if self._frames is not None:
+            return np.asarray(self._frames[start:stop])
+        from . import video as videoio
+
+        return np.stack(list(videoio.iter_frames(self.path, start=self.start + start, stop=self.start + stop)))
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:32]
+
+
+def open_source(video, limits: Limits) -> tuple[FrameSource, list[str]]:
+    """A FrameSource for a path or an array of RGB uint8 frames [T, H, W, 3], and notices about applied limits."""
+    notices: list[str] = []
+    if isinstance(video, (str, os.PathLike)):
+        from . import video as videoio
+
+        path = Path(video)
+        if not path.is_file():
+            raise InvalidVideo(f"No video file at {path}: check the path.")
+        size_mb = path.stat().st_size / 1e6
+        if limits.max_upload_mb and size_mb > limits.max_upload_mb:
+            raise InputTooLarge(
+                f"The file is {size_mb:.0f} MB, more than the {limits.max_upload_mb:g} MB this demo accepts: "
+                "trim or compress the video and try again."
+            )
+        info = videoio.probe(path)
+        stop = info.num_frames
+        if limits.max_duration_s and info.duration > limits.max_duration_s:
+            stop = max(1, videoio.frames_within(info, limits.max_duration_s))
+        if limits.max_frames and stop > limits.max_frames:
+            stop = limits.max_frames
+        if stop < info.num_frames:
+            shown = stop / info.fps if info.fps else 0
+            notices.append(
+                f"Only the first {shown:.1f} s (frames 0-{stop - 1}) of the {info.duration:.1f} s video were "
+                f"processed, the limit of this demo."
+            )
+        height, width, fps = info.height, info.width, info.fps
+        key_parts = [_file_digest(path)]
+        source = FrameSource(num_frames=stop, height=height, width=width, fps=fps, max_side=limits.max_inference_side,
+                             key="", path=path, info=info)
+    else:
+        frames = _as_frames(video)
+        if limits.max_frames and len(frames) > limits.max_frames:
+            notices.append(f"Only the first {limits.max_frames} of {len(frames)} frames were processed.")
+            frames = frames[: limits.max_frames]
+        height, width = frames.shape[1:3]
+        key_parts = [hashlib.sha256(np.ascontiguousarray(frames).data).hexdigest()[:32]]
+        source = FrameSource(num_frames=len(frames), height=height, width=width, fps=0.0,
+                             max_side=limits.max_inference_side, key="", _frames=frames)
+    if source.max_side and min(height, width) > source.max_side:
+        notices.append(
+            f"Frames were read at {source.max_side}p for the model; the masks are returned at the full "
+            f"{width}x{height}."
+        )
+    source.key = ":".join(key_parts + [str(source.num_frames), str(source.max_side)])
+    return source, notices
+
+
+def _as_frames(video) -> np.ndarray:
+    try:
+        frames = np.asarray(video) if not isinstance(video, np.ndarray) else video
+    except ValueError as exc:  # ragged sequences
+        raise InvalidVideo("All frames must have the same size.") from exc
+    if frames.ndim == 3 and frames.shape[-1] == 3:
+        frames = frames[None]  # a single image
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InvalidVideo(
+            f"Frames must be RGB images shaped [T, H, W, 3]; got an array of shape {tuple(frames.shape)}."
+        )
+    if len(frames) == 0:
+        raise InvalidVideo("The video has no frames.")
+    if frames.dtype != np.uint8:
+        raise InvalidVideo(f"Frames must be uint8 RGB (0-255); got {frames.dtype}.")
+    return frames
