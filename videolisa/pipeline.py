@@ -20,7 +20,7 @@ import torch
 
 from .errors import InvalidPrompt, InvalidSettings
 from .masks import PackedMasks
-from .model.network import VideoLISAModel, clip_pixel_values
+from .model.network import VideoLISAModel, clip_pixel_values, set_sam_attention
 from .prompts import TEACHER_FORCED_ANSWER, build_prompt_ids, render_prompt, sanitize_user_text
 from .sampling import check_frame_counts, dense_positions, sparse_indices
 from .settings import MAX_NEW_TOKENS, NO_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, SAM_BATCH_SIZE, Limits
@@ -215,51 +215,61 @@ class VideoLISAPipeline:
             raise InvalidPrompt("Give a list of at least one prompt.")
         limits = limits or self.limits
         report = progress or (lambda stage, fraction: None)
-        timer = _Timer()
         with self._lock, torch.inference_mode():
-            check_frame_counts(num_frames_sparse, num_frames_dense)
-            texts = [self._check_prompt(p, limits) for p in prompts]
-            self._check_context(texts, num_frames_sparse, num_frames_dense, generate_text, max_new_tokens)
-            report("Reading the video", 0.0)
-            with timer("probe"):
-                source, notices = open_source(video, limits)
-            sparse = sparse_indices(source.num_frames, num_frames_sparse)
-            dense_pos = dense_positions(num_frames_sparse, num_frames_dense)
-            dense_frames = [sparse[d] for d in dense_pos]
+            # The naive mode also uses segment-anything's own attention, as the official code does.
+            set_sam_attention(self.model.sam, fused=not naive)
+            try:
+                return self._run(video, prompts, num_frames_sparse, num_frames_dense, post_optimize, return_logits,
+                                 generate_text, mask_from, max_new_tokens, limits, report, naive)
+            finally:
+                set_sam_attention(self.model.sam, fused=True)
 
-            report("Looking at the sampled frames", 0.05)
-            prefix = self._visual_prefix(source, sparse, dense_pos, naive, timer)
-            answers = []
-            for k, text in enumerate(texts):
-                report(f"Reasoning about target {k + 1} of {len(texts)}", 0.1 + 0.1 * k / len(texts))
-                with timer("language_model"):
-                    answers.append(self._language(prefix, text, generate_text, mask_from, max_new_tokens, naive))
-            report(f"Segmenting {source.num_frames} frames", 0.2)
-            raw, scores, logits = self._masks(source, [a.embedding for a in answers], return_logits, naive,
-                                              report, timer)
-            settings = dict(num_frames_sparse=num_frames_sparse, num_frames_dense=num_frames_dense,
-                            post_optimize=post_optimize, generate_text=generate_text, mask_from=mask_from,
-                            max_new_tokens=max_new_tokens, return_logits=return_logits,
-                            limits={k: v for k, v in vars(limits).items() if v is not None},
-                            inference_short_side=source.max_side, naive=naive)
-            results = []
-            for k, (text, answer) in enumerate(zip(texts, answers)):
-                final, post = raw[k], None
-                if post_optimize:
-                    report(f"Post-optimization of target {k + 1}", 0.85)
-                    with timer("post_optimization"):
-                        final, post = self._post_optimize(source, raw[k], scores[k], dense_frames)
-                results.append(Segmentation(
-                    masks=final, raw_masks=raw[k], logits=logits[k], scores=scores[k], prompt=text,
-                    text=answer.text, answer_has_seg=answer.has_seg, mask_from=mask_from, fps=source.fps,
-                    num_frames=source.num_frames, height=source.height, width=source.width,
-                    sparse_frame_indices=tuple(sparse), dense_frame_indices=tuple(dense_frames),
-                    frame_offset=source.start, settings=settings, timings=dict(timer.times),
-                    notices=tuple(notices) + answer.notices, post_optimization=post,
-                    model=asdict(self.model.info) if self.model.info else {},
-                ))
-            report("Done", 1.0)
-            return results
+    def _run(self, video, prompts, num_frames_sparse, num_frames_dense, post_optimize, return_logits, generate_text,
+             mask_from, max_new_tokens, limits, report, naive) -> list[Segmentation]:
+        timer = _Timer()
+        check_frame_counts(num_frames_sparse, num_frames_dense)
+        texts = [self._check_prompt(p, limits) for p in prompts]
+        self._check_context(texts, num_frames_sparse, num_frames_dense, generate_text, max_new_tokens)
+        report("Reading the video", 0.0)
+        with timer("probe"):
+            source, notices = open_source(video, limits)
+        sparse = sparse_indices(source.num_frames, num_frames_sparse)
+        dense_pos = dense_positions(num_frames_sparse, num_frames_dense)
+        dense_frames = [sparse[d] for d in dense_pos]
+
+        report("Looking at the sampled frames", 0.05)
+        prefix = self._visual_prefix(source, sparse, dense_pos, naive, timer)
+        answers = []
+        for k, text in enumerate(texts):
+            report(f"Reasoning about target {k + 1} of {len(texts)}", 0.1 + 0.1 * k / len(texts))
+            with timer("language_model"):
+                answers.append(self._language(prefix, text, generate_text, mask_from, max_new_tokens, naive))
+        report(f"Segmenting {source.num_frames} frames", 0.2)
+        raw, scores, logits = self._masks(source, [a.embedding for a in answers], return_logits, naive,
+                                          report, timer)
+        settings = dict(num_frames_sparse=num_frames_sparse, num_frames_dense=num_frames_dense,
+                        post_optimize=post_optimize, generate_text=generate_text, mask_from=mask_from,
+                        max_new_tokens=max_new_tokens, return_logits=return_logits,
+                        limits={k: v for k, v in vars(limits).items() if v is not None},
+                        inference_short_side=source.max_side, naive=naive)
+        results = []
+        for k, (text, answer) in enumerate(zip(texts, answers)):
+            final, post = raw[k], None
+            if post_optimize:
+                report(f"Post-optimization of target {k + 1}", 0.85)
+                with timer("post_optimization"):
+                    final, post = self._post_optimize(source, raw[k], scores[k], dense_frames)
+            results.append(Segmentation(
+                masks=final, raw_masks=raw[k], logits=logits[k], scores=scores[k], prompt=text,
+                text=answer.text, answer_has_seg=answer.has_seg, mask_from=mask_from, fps=source.fps,
+                num_frames=source.num_frames, height=source.height, width=source.width,
+                sparse_frame_indices=tuple(sparse), dense_frame_indices=tuple(dense_frames),
+                frame_offset=source.start, settings=settings, timings=dict(timer.times),
+                notices=tuple(notices) + answer.notices, post_optimization=post,
+                model=asdict(self.model.info) if self.model.info else {},
+            ))
+        report("Done", 1.0)
+        return results
 
     def clear_cache(self) -> None:
         self.cache.clear()
@@ -439,6 +449,11 @@ class VideoLISAPipeline:
                 yield start, stop, cached.embeddings[start:stop]
             return
         chunks = source.chunks(batch)
+        if source.path is not None:
+            from .video import prefetch
+
+            # Decoding the next chunk overlaps with SAM on this one (the decoder releases the GIL).
+            chunks = prefetch(chunks, depth=2)
         while True:
             with timer("decode_frames"):
                 item = next(chunks, None)

@@ -220,6 +220,7 @@ class VideoLISAModel(nn.Module):
         sam = _materialize(sam, reader, SAM_PREFIX, device, dtype)
         sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
         sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
+        set_sam_attention(sam, fused=True)
 
         tower_name = vision_tower or config.vision_tower
         vision_dir = resolve_directory(tower_name, patterns=CLIP_PATTERNS, fallback_patterns=CLIP_FALLBACK,
@@ -229,6 +230,35 @@ class VideoLISAModel(nn.Module):
                          vision_directory=str(vision_dir), revision=revision, commit=_snapshot_commit(directory),
                          device=str(device), dtype=str(dtype).replace("torch.", ""))
         return cls(config, tokenizer, llm, vision, projector, seg_head, sam, info).eval()
+
+    @classmethod
+    def random(cls, raw_config: dict, tokenizer_dir: Path, vision_config: dict, device=None, dtype=None,
+               seed: int = 0) -> "VideoLISAModel":
+        """Random weights at the sizes of ``raw_config``, built directly on the device (for benchmarks)."""
+        from transformers import CLIPVisionConfig, CLIPVisionModel, Phi3ForCausalLM
+
+        device, dtype = default_device_dtype(device, dtype)
+        config = VideoLISAConfig.from_dict(raw_config)
+        torch.manual_seed(seed)
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with torch.device(device):
+                llm = Phi3ForCausalLM(phi3_config(config))
+                vision = CLIPVisionModel(CLIPVisionConfig(**vision_config))
+                projector, seg_head, sam = build_projector(config), build_seg_head(config), build_sam(config)
+        finally:
+            torch.set_default_dtype(previous)
+        sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
+        sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
+        set_sam_attention(sam, fused=True)
+        _truncate_tower(vision, config.vision_select_layer)
+        llm.config._attn_implementation = "sdpa"
+        vision.config._attn_implementation = "sdpa"
+        parts = [m.to(device=device, dtype=dtype).eval() for m in (llm, vision, projector, seg_head, sam)]
+        info = ModelInfo(model="random", directory="", vision_tower="random", vision_directory="", revision=None,
+                         commit=None, device=str(device), dtype=str(dtype).replace("torch.", ""))
+        return cls(config, SlowLlamaTokenizer(tokenizer_dir), *parts, info=info).eval()
 
     @property
     def device(self) -> torch.device:
@@ -343,6 +373,40 @@ class VideoLISAModel(nn.Module):
         return self.sam.postprocess_masks(low[:, None].float(), input_size, original_size)[:, 0]
 
 
+def _sam_attention_sdpa(self, x: torch.Tensor) -> torch.Tensor:
+    """SAM's ViT attention through scaled_dot_product_attention, with the decomposed relative-position bias.
+
+    The same arithmetic as ``segment_anything``'s ``Attention.forward`` (the bias is built from the
+    unscaled queries, the softmax sees q.k * scale + bias) without materialising the softmax in Python.
+    """
+    from segment_anything.modeling.image_encoder import get_rel_pos
+
+    b, h, w, _ = x.shape
+    qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # [3, B, heads, HW, C]
+    q, k, v = qkv.unbind(0)
+    bias = None
+    if self.use_rel_pos:
+        c = q.shape[-1]
+        r_q = q.reshape(b * self.num_heads, h, w, c)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(h, h, self.rel_pos_h))  # [B*heads, H, W, H]
+        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(w, w, self.rel_pos_w))  # [B*heads, H, W, W]
+        bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, self.num_heads, h * w, h * w)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+    out = out.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+    return self.proj(out)
+
+
+def set_sam_attention(sam, fused: bool) -> None:
+    """Use SDPA in SAM's image encoder (``fused=True``) or segment-anything's own attention (the official path)."""
+    import types
+
+    for block in sam.image_encoder.blocks:
+        if fused:
+            block.attn.forward = types.MethodType(_sam_attention_sdpa, block.attn)
+        else:
+            block.attn.__dict__.pop("forward", None)
+
+
 def _materialize(module: nn.Module, reader: WeightReader, prefix: str, device, dtype) -> nn.Module:
     """Give a meta-built module real storage and the checkpoint's weights (cast to the compute dtype)."""
     keys = [prefix + k for k in module.state_dict()]
@@ -374,15 +438,18 @@ def load_vision_tower(directory: Path, config: VideoLISAConfig, device, dtype):
             f"The vision tower at {directory} has width {vision.config.hidden_size}, but the projector expects "
             f"mm_hidden_size={config.mm_hidden_size}: pass the vision tower this checkpoint was trained with."
         )
+    _truncate_tower(vision, config.vision_select_layer)
+    return vision.to(device).eval()
+
+
+def _truncate_tower(vision, select: int) -> None:
+    """Drop the layers after the selected one: they never influence the features we use."""
     layers = _encoder_layers(vision)
     total = len(layers)
-    select = config.vision_select_layer
     keep = total + 1 + select if select < 0 else select  # hidden_states[k] is the output of k layers
     if not 1 <= keep <= total:
         raise ModelUnavailable(f"mm_vision_select_layer={select} is out of range for a {total}-layer vision tower.")
-    # Layers after the selected one never influence the features we use: drop them.
     del layers[keep:]
-    return vision.to(device).eval()
 
 
 def _encoder_layers(vision) -> nn.ModuleList:
