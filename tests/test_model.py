@@ -5,7 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from videolisa.model.network import CLIP_MEAN, CLIP_STD, clip_pixel_values
+from videolisa.model.network import clip_pixel_values
+
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 from videolisa.prompts import IMAGE_TOKEN_INDEX, build_prompt_ids, render_prompt
 
 
@@ -110,3 +113,20 @@ def test_batched_decoding_equals_frame_by_frame(tiny_model):
     batched, iou = tiny_model.sam_decode(emb, prompt)
     single = torch.cat([tiny_model.sam_decode(emb[i:i + 1], prompt)[0] for i in range(3)])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+def test_clip_preprocessing_follows_the_towers_preprocessor_config(tiny_model, tmp_path):
+    import json
+
+    from videolisa.model.network import ClipPreprocessing
+
+    assert tiny_model.clip_preprocess == ClipPreprocessing()
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"size": {"shortest_edge": 300}, "crop_size": {"height": 280, "width": 280}, "resample": 2,
+         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}))
+    custom = ClipPreprocessing.from_directory(tmp_path, 336)
+    assert (custom.shortest_edge, custom.crop_size, custom.resample) == (300, (280, 280), 2)
+    frame = np.full((400, 600, 3), 255, np.uint8)
+    out = custom([frame])
+    assert out.shape == (1, 3, 280, 280)
+    np.testing.assert_allclose(out.numpy(), 1.0, atol=1e-6)

@@ -20,7 +20,7 @@ import torch
 
 from .errors import InvalidPrompt, InvalidSettings
 from .masks import PackedMasks
-from .model.network import VideoLISAModel, clip_pixel_values, set_sam_attention
+from .model.network import VideoLISAModel, set_sam_attention
 from .prompts import TEACHER_FORCED_ANSWER, build_prompt_ids, render_prompt, sanitize_user_text
 from .sampling import check_frame_counts, dense_positions, sparse_indices
 from .settings import MAX_NEW_TOKENS, NO_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, SAM_BATCH_SIZE, Limits
@@ -311,7 +311,7 @@ class VideoLISAPipeline:
         with timer("decode_sparse"):
             frames = source.read(unique)
         with timer("vision"):
-            pixels = clip_pixel_values([frames[i] for i in unique], model.clip_image_size)  # [U, 3, 336, 336]
+            pixels = model.clip_preprocess([frames[i] for i in unique])  # [U, 3, 336, 336]
             features = model.projector(model.clip_features(pixels))  # [U, P, hidden]
             # Repeated sparse frames (short videos) reuse the features of their frame.
             tokens = features[[unique.index(i) for i in sparse]]  # [T_s, P, hidden]

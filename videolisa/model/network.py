@@ -6,6 +6,7 @@ unmodified ``segment_anything`` package. Nothing here touches files other than c
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from contextlib import contextmanager
@@ -40,31 +41,79 @@ CLIP_PATTERNS = ["config.json", "preprocessor_config.json", "*.safetensors", "mo
 CLIP_FALLBACK = ["config.json", "preprocessor_config.json", "pytorch_model.bin"]
 
 # CLIPImageProcessor of openai/clip-vit-large-patch14-336 (MODEL_SPEC 1.4).
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # segment-anything's pixel statistics, on the 0-255 scale (non-persistent buffers of Sam).
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 
-def clip_pixel_values(frames, size: int = 336) -> torch.Tensor:
-    """CLIPImageProcessor of the official run (MODEL_SPEC 1.4): [T, H, W, 3] uint8 -> [T, 3, size, size] float32.
+@dataclass(frozen=True)
+class ClipPreprocessing:
+    """CLIPImageProcessor as the official run applied it (MODEL_SPEC 1.4), with the tower's own settings.
 
-    Shortest edge to ``size`` with PIL bicubic, centre crop (no padding), scale by 1/255, normalise.
-    The crop hides the left and right edges of wide frames from the language model, as in training.
+    Shortest edge to ``shortest_edge`` with PIL (bicubic for CLIP), centre crop (no padding), scale,
+    normalise. The crop hides the left and right edges of wide frames from the language model, as in
+    training.
     """
-    out = np.empty((len(frames), 3, size, size), dtype=np.float32)
-    for i, frame in enumerate(frames):
-        h, w = frame.shape[:2]
-        short, long = (h, w) if h <= w else (w, h)
-        new_short, new_long = size, int(size * long / short)
-        new_h, new_w = (new_short, new_long) if h <= w else (new_long, new_short)
-        resized = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize(
-            (new_w, new_h), resample=Image.BICUBIC, reducing_gap=None))
-        top, left = (new_h - size) // 2, (new_w - size) // 2
-        crop = resized[top:top + size, left:left + size].astype(np.float64) * (1 / 255)
-        out[i] = ((crop.astype(np.float32) - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1)
-    return torch.from_numpy(out)
+
+    shortest_edge: int = 336
+    crop_size: tuple[int, int] = (336, 336)
+    mean: tuple[float, ...] = CLIP_MEAN
+    std: tuple[float, ...] = CLIP_STD
+    resample: int = Image.BICUBIC
+    rescale_factor: float = 1 / 255
+    do_resize: bool = True
+    do_center_crop: bool = True
+    do_normalize: bool = True
+
+    @classmethod
+    def from_directory(cls, directory: Optional[Path], image_size: int) -> "ClipPreprocessing":
+        """Read preprocessor_config.json when the tower has one; otherwise the standard CLIP values."""
+        default = cls(shortest_edge=image_size, crop_size=(image_size, image_size))
+        path = directory / "preprocessor_config.json" if directory else None
+        if path is None or not path.is_file():
+            return default
+        raw = json.loads(path.read_text())
+        size = raw.get("size", image_size)
+        size = size.get("shortest_edge", size.get("height", image_size)) if isinstance(size, dict) else size
+        crop = raw.get("crop_size", size)
+        crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
+        return cls(shortest_edge=int(size), crop_size=(int(crop[0]), int(crop[1])),
+                   mean=tuple(raw.get("image_mean", default.mean)), std=tuple(raw.get("image_std", default.std)),
+                   resample=int(raw.get("resample", default.resample)),
+                   rescale_factor=float(raw.get("rescale_factor", default.rescale_factor)),
+                   do_resize=bool(raw.get("do_resize", True)), do_center_crop=bool(raw.get("do_center_crop", True)),
+                   do_normalize=bool(raw.get("do_normalize", True)))
+
+    def __call__(self, frames) -> torch.Tensor:
+        """[T, H, W, 3] uint8 RGB -> [T, 3, crop_h, crop_w] float32."""
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        out = []
+        for frame in frames:
+            image = np.ascontiguousarray(frame)
+            if self.do_resize:
+                h, w = image.shape[:2]
+                short, long = (h, w) if h <= w else (w, h)
+                new_long = int(self.shortest_edge * long / short)
+                new_h, new_w = (self.shortest_edge, new_long) if h <= w else (new_long, self.shortest_edge)
+                image = np.asarray(Image.fromarray(image).resize((new_w, new_h), resample=self.resample,
+                                                                 reducing_gap=None))
+            if self.do_center_crop:
+                ch, cw = self.crop_size
+                top, left = (image.shape[0] - ch) // 2, (image.shape[1] - cw) // 2
+                image = image[top:top + ch, left:left + cw]
+            pixels = (image.astype(np.float64) * self.rescale_factor).astype(np.float32)
+            if self.do_normalize:
+                pixels = (pixels - mean) / std
+            out.append(pixels.transpose(2, 0, 1))
+        return torch.from_numpy(np.stack(out))
+
+
+def clip_pixel_values(frames, size: int = 336) -> torch.Tensor:
+    """The standard CLIP preprocessing at ``size`` (see ClipPreprocessing)."""
+    return ClipPreprocessing(shortest_edge=size, crop_size=(size, size))(frames)
 
 
 def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
@@ -159,7 +208,7 @@ class VideoLISAModel(nn.Module):
     """The network and its tokenizer. Methods are the inference steps; the pipeline orders them."""
 
     def __init__(self, config: VideoLISAConfig, tokenizer: SlowLlamaTokenizer, llm, vision, projector, seg_head, sam,
-                 info: Optional[ModelInfo] = None):
+                 info: Optional[ModelInfo] = None, clip_preprocess: Optional[ClipPreprocessing] = None):
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
@@ -181,7 +230,7 @@ class VideoLISAModel(nn.Module):
         self.seg_token_id = seg_id
         self.end_token_ids = {i for i in (tokenizer.added_token_id("<|end|>"), tokenizer.eos_token_id) if i is not None}
         vcfg = vision.config
-        self.clip_image_size = int(vcfg.image_size)
+        self.clip_preprocess = clip_preprocess or ClipPreprocessing.from_directory(None, int(vcfg.image_size))
         self.tokens_per_frame = (int(vcfg.image_size) // int(vcfg.patch_size)) ** 2
         self._pe_cache: dict[tuple, torch.Tensor] = {}
 
@@ -229,7 +278,8 @@ class VideoLISAModel(nn.Module):
         info = ModelInfo(model=str(model), directory=str(directory), vision_tower=str(tower_name),
                          vision_directory=str(vision_dir), revision=revision, commit=_snapshot_commit(directory),
                          device=str(device), dtype=str(dtype).replace("torch.", ""))
-        return cls(config, tokenizer, llm, vision, projector, seg_head, sam, info).eval()
+        preprocess = ClipPreprocessing.from_directory(vision_dir, int(vision.config.image_size))
+        return cls(config, tokenizer, llm, vision, projector, seg_head, sam, info, preprocess).eval()
 
     @classmethod
     def random(cls, raw_config: dict, tokenizer_dir: Path, vision_config: dict, device=None, dtype=None,
