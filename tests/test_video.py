@@ -1,0 +1,247 @@
+"""Probe, decode and encode on clips made by ffmpeg's test sources (see media.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+import media
+from videolisa import video
+from videolisa.errors import InvalidVideo
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp() / "media"
+
+
+@pytest.fixture(scope="session")
+def clips(clip_dir):
+    clip_dir.mkdir(exist_ok=True)
+    return lambda kind: media.cached_clip(clip_dir, kind, **media.CLIPS[kind])
+
+
+@pytest.mark.parametrize("kind", list(media.CLIPS))
+def test_probe_reports_what_the_clip_is(clips, kind):
+    expected = media.clip_expectations(kind)
+    info = video.probe(clips(kind))
+    period = 1 / float(expected["fps"])
+    assert (info.width, info.height) == (expected["width"], expected["height"])
+    assert info.rotation == expected["rotation"]
+    assert info.num_frames == expected["frames"] == len(info.frame_times)
+    assert info.is_variable_frame_rate == expected["vfr"]
+    assert info.has_audio == expected["has_audio"]
+    assert info.container == expected["container"]
+    assert info.codec == expected["codec"]
+    assert not info.is_image
+    assert info.duration == pytest.approx(expected["duration"], abs=period)
+    # The rate is constant and keeps the duration (for VFR too): num_frames / fps == duration.
+    assert info.num_frames / info.frame_rate == pytest.approx(info.duration, rel=1e-3)
+    assert info.frame_times[0] == 0 and all(b > a for a, b in zip(info.frame_times, info.frame_times[1:]))
+    if not expected["vfr"] and expected["container"] != "gif":  # GIF stores delays in 1/100 s
+        assert info.frame_rate == expected["fps"]
+
+
+def test_vfr_frame_times_are_the_real_timestamps(clips):
+    info = video.probe(clips("vfr"))
+    assert info.frame_times == pytest.approx(media.vfr_times(10, 24), abs=1e-3)
+    assert info.fps == pytest.approx(10 / media.vfr_duration(10, 24), rel=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["mp4", "portrait", "odd_size", "webm", "gif", "avi", "vfr"])
+def test_frames_are_rgb_upright_and_in_order_like_ffmpeg_shows_them(clips, kind):
+    path = clips(kind)
+    info = video.probe(path)
+    ours = np.stack(list(video.iter_frames(path)))  # [T, H, W, 3]
+    reference = media.ffmpeg_decode(path, info.size)  # the ffmpeg command line rotates by itself
+    assert ours.dtype == np.uint8 and ours.shape == (info.num_frames, info.height, info.width, 3)
+    assert reference.shape == ours.shape
+    assert min(media.psnr(a, b) for a, b in zip(ours, reference)) > 45
+
+
+def test_frame_ranges_chunks_and_read_frames_agree(clips):
+    path = clips("mp4")
+    frames = list(video.iter_frames(path))
+    assert len(frames) == 8
+    assert all(np.array_equal(a, b) for a, b in zip(video.iter_frames(path, start=3, stop=6), frames[3:6]))
+    chunks = list(video.iter_chunks(path, 3))
+    assert [c.shape[0] for c in chunks] == [3, 3, 2]
+    assert np.array_equal(np.concatenate(chunks), np.stack(frames))
+    picked = video.read_frames(path, [7, 0, 3, 3])
+    assert sorted(picked) == [0, 3, 7]
+    assert all(np.array_equal(picked[i], frames[i]) for i in picked)
+    with pytest.raises(InvalidVideo, match="frame 8 does not exist"):
+        video.read_frames(path, [8])
+
+
+def test_max_side_shrinks_the_short_side_and_keeps_the_aspect(clips):
+    path = clips("hd1080")
+    small = next(video.iter_frames(path, max_side=360))
+    assert small.shape == (360, 640, 3)
+    full = next(video.iter_frames(path))
+    # An area filter keeps the picture: compare with a plain block average of the full frame.
+    assert media.psnr(small, full.reshape(360, 3, 640, 3, 3).mean(axis=(1, 3)).round().astype(np.uint8)) > 30
+    portrait = next(video.iter_frames(clips("portrait"), max_side=120))
+    assert portrait.shape == (160, 120, 3)
+    assert next(video.iter_frames(clips("mp4"), max_side=1080)).shape == (240, 320, 3)
+
+
+def test_frames_within_counts_frames_that_start_before_the_limit(clips):
+    info = video.probe(clips("vfr"))  # frames at 0, 1, 2, 3, 4, 5, 8, 11, 14, 17 / 24 s
+    assert video.frames_within(info, 5.5 / 24) == 6
+    assert video.frames_within(info, 8 / 24) == 6
+    assert video.frames_within(info, 8.01 / 24) == 7
+    assert video.frames_within(info, None) == 10
+    assert video.frames_within(info, 100) == 10
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp", "bmp"])
+def test_still_images_are_one_frame_videos(tmp_path, fmt):
+    path = media.make_image(tmp_path, "still", size=(64, 48), fmt=fmt)
+    info = video.probe(path)
+    assert info.is_image and info.num_frames == 1 and (info.width, info.height) == (64, 48)
+    frames = list(video.iter_frames(path))
+    assert len(frames) == 1 and frames[0].shape == (48, 64, 3)
+
+
+def test_a_photo_with_exif_rotation_is_read_upright(tmp_path):
+    path = media.make_image(tmp_path, "phone", size=(64, 48), fmt="jpg", exif_orientation=6)
+    info = video.probe(path)
+    assert (info.width, info.height, info.rotation) == (48, 64, 90)
+    frame = next(video.iter_frames(path))
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    assert frame.shape == (64, 48, 3) and np.array_equal(frame, upright)
+
+
+def _corrupt_files(clips, tmp_path):
+    faststart = tmp_path / "faststart.mp4"
+    media.ffmpeg("-i", str(clips("mp4")), "-c", "copy", "-movflags", "+faststart", str(faststart))
+    long_mkv = media.make_clip(tmp_path, "long", frames=48, container="mkv", size=(160, 120))
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 20)
+    noise = tmp_path / "noise.mkv"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    empty = tmp_path / "empty.mov"
+    empty.write_bytes(b"")
+    sound = tmp_path / "sound.m4a"
+    media.ffmpeg("-f", "lavfi", "-i", "sine=duration=0.5", "-c:a", "aac", str(sound))
+    return {
+        "truncated mp4 (index at the end)": media.truncated_copy(clips("mp4"), tmp_path, 0.5),
+        "truncated mp4 (index first)": media.truncated_copy(faststart, tmp_path, 0.6),
+        "truncated mkv": media.truncated_copy(long_mkv, tmp_path, 0.5),
+        "truncated gif": media.truncated_copy(clips("gif"), tmp_path, 0.5),
+        "text file": text,
+        "random bytes": noise,
+        "empty file": empty,
+        "audio only": sound,
+        "missing file": tmp_path / "nowhere.mp4",
+    }
+
+
+def test_damaged_and_non_video_files_raise_invalid_video_with_a_readable_sentence(clips, tmp_path):
+    for label, path in _corrupt_files(clips, tmp_path).items():
+        with pytest.raises(InvalidVideo) as caught:
+            video.probe(path)
+            list(video.iter_frames(path))
+        message = str(caught.value)
+        assert Path(path).name in message, label
+        assert message.endswith(".") and "Errno" not in message and "avcodec" not in message, (label, message)
+        if label == "audio only":
+            assert "audio file" in message and "no video track" in message
+        if label.startswith("truncated"):
+            assert "cut short" in message, message
+
+
+def test_iter_frames_streams_without_holding_frames(clips, clip_dir):
+    path = media.cached_clip(clip_dir, "long_stream", frames=96, size=(320, 240), audio=False)
+    frame_bytes = 320 * 240 * 3
+    tracemalloc.start()
+    count = sum(1 for _ in video.iter_frames(path))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert count == 96
+    assert peak < 10 * frame_bytes  # 96 frames held would be 96 x
+
+
+@pytest.mark.parametrize("kind", ["mp4", "odd_size", "ntsc_rate", "no_audio"])
+def test_write_video_makes_browser_safe_h264_with_one_frame_per_frame(clips, tmp_path, kind):
+    source = clips(kind)
+    info = video.probe(source)
+    frames = list(video.iter_frames(source))
+    written = video.write_video(frames, tmp_path / "out.mp4", info.frame_rate, audio_source=source)
+    summary = media.stream_summary(written.path)
+    assert summary["video_codec"] == "h264" and summary["pix_fmt"] == "yuv420p"
+    assert summary["width"] % 2 == 0 and summary["height"] % 2 == 0
+    assert (summary["width"], summary["height"]) == (written.width, written.height)
+    assert (written.width - info.width, written.height - info.height) in {(0, 0), (1, 1)}  # padded, not cropped
+    assert summary["frames"] == written.num_frames == info.num_frames
+    assert media.mp4_top_level_boxes(written.path).index("moov") < media.mp4_top_level_boxes(written.path).index("mdat")
+    assert summary["audio_codec"] == ("aac" if info.has_audio else None)
+    out = video.probe(written.path)
+    assert out.frame_rate == info.frame_rate
+    assert out.duration == pytest.approx(info.duration, abs=1 / info.fps)
+    decoded = list(video.iter_frames(written.path))
+    # The odd-sized clip has full-resolution (4:4:4) colour that 4:2:0 halves, so its sharp
+    # saturated bars lose a little more.
+    floor = 30 if kind == "odd_size" else 38
+    assert all(media.luma_psnr(d[: info.height, : info.width], f) > floor for d, f in zip(decoded, frames))
+
+
+def test_written_audio_is_the_stretch_of_the_frames_written(clip_dir, tmp_path):
+    source = media.cached_clip(clip_dir, "two_seconds", frames=48, size=(160, 120))
+    info = video.probe(source)
+    frames = list(video.iter_frames(source, start=12, stop=36))
+    written = video.write_video(frames, tmp_path / "part.mp4", info.frame_rate, audio_source=source,
+                                audio_start=video.audio_offset(info, 12))
+    summary = media.stream_summary(written.path)
+    assert summary["frames"] == 24
+    assert summary["audio_duration"] == pytest.approx(1.0, abs=1 / 24)
+    assert video.probe(written.path).duration == pytest.approx(1.0, abs=1 / 24)
+
+
+def test_writer_rejects_wrong_frames_and_cleans_up(tmp_path):
+    out = tmp_path / "bad.mp4"
+    with pytest.raises(ValueError, match="expected a uint8 frame"):
+        with video.VideoWriter(out, 64, 48, 24) as writer:
+            writer.write(np.zeros((48, 64, 3), np.uint8))
+            writer.write(np.zeros((48, 65, 3), np.uint8))
+    assert not out.exists()
+    with pytest.raises(ValueError, match="no frames"):
+        video.write_video([], out, 24)
+
+
+def test_nothing_calls_a_system_ffmpeg_or_ffprobe(clips, tmp_path):
+    """Probe, render and export with decoy ffmpeg/ffprobe first on PATH that fail loudly if run."""
+    decoys = tmp_path / "bin"
+    decoys.mkdir()
+    marker = tmp_path / "system-ffmpeg-was-called"
+    for name in ("ffmpeg", "ffprobe"):
+        decoy = decoys / name
+        decoy.write_text(f"#!/bin/sh\ntouch '{marker}'\nexit 1\n")
+        decoy.chmod(0o755)
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from videolisa import export, render, video
+        from videolisa.masks import PackedMasks
+        info = video.probe({str(clips("portrait"))!r})
+        masks = PackedMasks.from_array(np.ones((info.num_frames, info.height, info.width), bool))
+        render.render_video(info.path, [masks], {str(tmp_path / "overlay.mp4")!r})
+        export.export_all([masks], {str(tmp_path / "exports")!r}, {{"prompt": "x"}}, fps=info.frame_rate)
+        print(video.probe({str(tmp_path / "overlay.mp4")!r}).describe())
+    """)
+    env = {key: value for key, value in os.environ.items() if key not in ("FFMPEG_BINARY", "IMAGEIO_FFMPEG_EXE")}
+    env["PATH"] = str(decoys)  # the decoys run /bin/sh by absolute path; nothing else is on PATH
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()
+    assert "240x320, 8 frames" in result.stdout and "aac audio" in result.stdout

@@ -1,0 +1,307 @@
+"""Exports of a segmentation result, and readers that load them back.
+
+Every export is written frame by frame, so memory stays flat for long videos. Masks are given as
+one ``PackedMasks`` per object, all of the same [T, H, W]; mask j belongs to frame
+``first_frame + j`` of the video.
+
+- PNG zip: ``{frame:05d}.png`` per frame; 0/255 grey for one object, an indexed PNG with the
+  DAVIS palette (0 = background, k = object k) for several. Where objects overlap, the later
+  object's index wins, as it is drawn on top in the overlay.
+- ``.npz``: ``masks`` uint8 [K, T, H, ceil(W/8)], the masks' rows bit-packed with ``np.packbits``
+  (unpack with ``np.unpackbits(d["masks"], axis=-1, count=W).astype(bool)``), ``shape`` [K, T, H, W]
+  and ``frame_indices`` [T]. Overlaps are kept.
+- COCO RLE JSON: per object, one COCO run-length encoding per frame (pycocotools), in the layout
+  of YouTube-VIS results. Overlaps are kept.
+- Mask video: H.264 MP4, white on black for one object, DAVIS colours for several.
+- ``run.json``: how the result was made (prompt, settings, frame indices, model, versions, timings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.metadata
+import io
+import json
+import platform
+import re
+import zipfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from .errors import InvalidVideo
+from .masks import PackedMasks
+from .video import PathLike, VideoWriter
+
+_PNG_NAME = re.compile(r"^(\d{5,})\.png$")
+RUN_CARD_NAME = "run.json"
+_VERSIONED_PACKAGES = ("videolisa", "torch", "transformers", "segment-anything", "numpy", "av", "imageio-ffmpeg",
+                       "opencv-python-headless", "pillow", "pycocotools", "gradio")
+
+
+def davis_palette() -> np.ndarray:
+    """The DAVIS / PASCAL VOC colour map: uint8 [256, 3], index 0 black, 1 dark red, 2 green, ..."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for index in range(256):
+        value, color = index, [0, 0, 0]
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                color[channel] |= ((value >> channel) & 1) << shift
+            value >>= 3
+        palette[index] = color
+    return palette
+
+
+DAVIS_PALETTE = davis_palette()
+
+
+def _shape(masks_per_object: Sequence[PackedMasks]) -> tuple[int, int, int, int]:
+    """(K, T, H, W) after checking that every object's masks agree."""
+    if not masks_per_object:
+        raise ValueError("there are no objects to export")
+    first = masks_per_object[0]
+    shape = (len(first), first.height, first.width)
+    for k, masks in enumerate(masks_per_object):
+        if (len(masks), masks.height, masks.width) != shape:
+            raise ValueError(f"object {k} has masks of shape {(len(masks), masks.height, masks.width)}, "
+                             f"object 0 has {shape}")
+    if shape[0] == 0:
+        raise ValueError("the masks have no frames to export")
+    if len(masks_per_object) > 255:
+        raise ValueError(f"at most 255 objects fit an indexed PNG, got {len(masks_per_object)}")
+    return (len(masks_per_object), *shape)
+
+
+def label_map(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """One frame's object indices, uint8 [H, W]: 0 for background, k + 1 for object k (later wins)."""
+    labels = np.zeros(np.asarray(masks[0]).shape, dtype=np.uint8)
+    for k, mask in enumerate(masks):
+        labels[np.asarray(mask, dtype=bool)] = k + 1
+    return labels
+
+
+def _frame_masks(masks_per_object: Sequence[PackedMasks]) -> Iterator[list[np.ndarray]]:
+    for t in range(len(masks_per_object[0])):
+        yield [masks[t] for masks in masks_per_object]
+
+
+# ------------------------------------------------------------------------------------------- PNG zip
+
+
+def _png_bytes(masks: list[np.ndarray]) -> bytes:
+    if len(masks) == 1:
+        image = Image.fromarray(masks[0].view(np.uint8) * np.uint8(255))  # greyscale "L"
+    else:
+        image = Image.fromarray(label_map(masks))
+        image.putpalette(DAVIS_PALETTE.tobytes())  # turns it into an indexed ("P") image
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)  # masks compress well even at the fastest level
+    return buffer.getvalue()
+
+
+def export_png_zip(masks_per_object: Sequence[PackedMasks], path: PathLike, first_frame: int = 0,
+                   card: Optional[dict] = None) -> Path:
+    """A ZIP of ``{frame:05d}.png`` masks (see the module notes), with ``run.json`` inside when ``card`` is given."""
+    _shape(masks_per_object)
+    path = Path(path)
+    # PNGs are compressed already: storing them saves time and nothing else.
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for t, masks in enumerate(_frame_masks(masks_per_object)):
+            archive.writestr(f"{first_frame + t:05d}.png", _png_bytes(masks))
+        if card is not None:
+            archive.writestr(RUN_CARD_NAME, _card_json(card), compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+def read_png_zip(path: PathLike, num_objects: Optional[int] = None) -> list[PackedMasks]:
+    """Masks from ``export_png_zip``: one object for grey PNGs; for indexed ones ``num_objects``
+    (default: the highest index seen)."""
+    objects: list[PackedMasks] = []
+    with zipfile.ZipFile(path) as archive:
+        names = sorted((int(m.group(1)), name) for name in archive.namelist() if (m := _PNG_NAME.match(name)))
+        if not names:
+            raise InvalidVideo(f"'{Path(path).name}' holds no masks named like 00000.png.")
+        for t, (_, name) in enumerate(names):
+            with Image.open(io.BytesIO(archive.read(name))) as image:
+                grey, pixels = image.mode == "L", np.asarray(image)  # [H, W]
+            height, width = pixels.shape
+            if grey:
+                found = [pixels > 127]
+            else:
+                count = max(int(pixels.max()), len(objects), num_objects or 0)
+                found = [pixels == k + 1 for k in range(count)]
+            while len(objects) < len(found):  # an object first seen now was empty before
+                objects.append(PackedMasks(height, width, [np.zeros((height, width), bool)] * t))
+            for masks, mask in zip(objects, found):
+                masks.append(mask)
+    return objects
+
+
+# ---------------------------------------------------------------------------------------------- npz
+
+
+def _write_npy(archive: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
+    with archive.open(name, "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, np.ascontiguousarray(array))
+
+
+def export_npz(masks_per_object: Sequence[PackedMasks], path: PathLike, first_frame: int = 0) -> Path:
+    """A compressed ``.npz`` of the bit-packed masks (see the module notes for its keys)."""
+    num_objects, num_frames, height, width = _shape(masks_per_object)
+    packed_width = (width + 7) // 8
+    path = Path(path)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        # The big array is streamed one frame at a time into the zip member: np.savez would need
+        # it whole in memory.
+        with archive.open("masks.npy", "w", force_zip64=True) as member:
+            header = {"descr": "|u1", "fortran_order": False, "shape": (num_objects, num_frames, height, packed_width)}
+            np.lib.format.write_array_header_1_0(member, header)
+            for masks in masks_per_object:
+                for t in range(num_frames):
+                    member.write(np.packbits(masks[t], axis=-1).tobytes())  # [H, ceil(W/8)]
+        _write_npy(archive, "shape.npy", np.array([num_objects, num_frames, height, width], dtype=np.int64))
+        _write_npy(archive, "frame_indices.npy", np.arange(first_frame, first_frame + num_frames, dtype=np.int64))
+    return path
+
+
+def read_npz(path: PathLike) -> list[PackedMasks]:
+    with np.load(path) as data:
+        packed, (num_objects, num_frames, height, width) = data["masks"], data["shape"]
+        return [
+            PackedMasks(int(height), int(width),
+                        (np.unpackbits(packed[k, t], axis=-1, count=int(width)).astype(bool) for t in range(num_frames)))
+            for k in range(num_objects)
+        ]
+
+
+# -------------------------------------------------------------------------------------------- RLE
+
+
+def export_rle_json(masks_per_object: Sequence[PackedMasks], path: PathLike, first_frame: int = 0) -> Path:
+    """COCO RLE of every mask, one list per object in the layout of YouTube-VIS results."""
+    num_objects, num_frames, height, width = _shape(masks_per_object)
+    objects = []
+    for k, masks in enumerate(masks_per_object):
+        segmentations = []
+        for t in range(num_frames):
+            rle = coco_mask.encode(np.asfortranarray(masks[t].view(np.uint8)))  # pycocotools needs column order
+            segmentations.append({"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")})
+        objects.append({"object_id": k + 1, "segmentations": segmentations, "areas": masks.areas().tolist()})
+    document = {
+        "format": "coco-rle",
+        "height": height,
+        "width": width,
+        "frame_indices": list(range(first_frame, first_frame + num_frames)),
+        "objects": objects,
+    }
+    path = Path(path)
+    path.write_text(json.dumps(document, separators=(",", ":")))
+    return path
+
+
+def read_rle_json(path: PathLike) -> list[PackedMasks]:
+    document = json.loads(Path(path).read_text())
+    height, width = document["height"], document["width"]
+    return [
+        PackedMasks(height, width, (
+            coco_mask.decode({"size": seg["size"], "counts": seg["counts"].encode("ascii")}).astype(bool)
+            for seg in obj["segmentations"]
+        ))
+        for obj in document["objects"]
+    ]
+
+
+# --------------------------------------------------------------------------------------- mask video
+
+
+def _mask_frames(masks_per_object: Sequence[PackedMasks]) -> Iterator[np.ndarray]:
+    single = len(masks_per_object) == 1
+    for masks in _frame_masks(masks_per_object):
+        if single:
+            grey = masks[0].view(np.uint8) * np.uint8(255)
+            yield np.repeat(grey[:, :, None], 3, axis=2)  # [H, W, 3]
+        else:
+            yield DAVIS_PALETTE[label_map(masks)]  # [H, W, 3]
+
+
+def export_mask_video(masks_per_object: Sequence[PackedMasks], path: PathLike,
+                      fps: Union[float, Fraction]) -> Path:
+    """The masks alone as an H.264 MP4 (white on black, or DAVIS colours for several objects)."""
+    _, _, height, width = _shape(masks_per_object)
+    with VideoWriter(path, width, height, fps) as writer:
+        for frame in _mask_frames(masks_per_object):
+            writer.write(frame)
+    return writer.result.path
+
+
+# ----------------------------------------------------------------------------------------- run card
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, FFmpeg and the packages that shape a result (those installed)."""
+    import imageio_ffmpeg
+
+    versions = {"python": platform.python_version(), "ffmpeg": imageio_ffmpeg.get_ffmpeg_version()}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Fraction):
+        return float(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, (Path, datetime.datetime)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} cannot be written to a run card")
+
+
+def _card_json(card: dict) -> str:
+    full = dict(card)
+    full.setdefault("versions", library_versions())
+    full.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    return json.dumps(full, indent=2, default=_jsonable)
+
+
+def write_run_card(card: dict, path: PathLike) -> Path:
+    """Write ``card`` as JSON, adding ``versions`` and ``created`` (UTC) when absent.
+
+    The pipeline's card holds: prompt, settings, sampled (sparse) and dense frame indices, model
+    id and revision, and timings; dataclasses, numpy values, fractions and paths are converted.
+    """
+    path = Path(path)
+    path.write_text(_card_json(card))
+    return path
+
+
+def read_run_card(path: PathLike) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def export_all(masks_per_object: Sequence[PackedMasks], out_dir: PathLike, card: dict,
+               fps: Union[float, Fraction], first_frame: int = 0, stem: str = "masks") -> dict[str, Path]:
+    """Every export into ``out_dir``; returns their paths by kind."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "png_zip": export_png_zip(masks_per_object, out_dir / f"{stem}_png.zip", first_frame, card=card),
+        "npz": export_npz(masks_per_object, out_dir / f"{stem}.npz", first_frame),
+        "rle_json": export_rle_json(masks_per_object, out_dir / f"{stem}_rle.json", first_frame),
+        "mask_video": export_mask_video(masks_per_object, out_dir / f"{stem}.mp4", fps),
+        "run_card": write_run_card(card, out_dir / RUN_CARD_NAME),
+    }

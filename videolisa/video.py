@@ -1,0 +1,791 @@
+"""Video files in and out: probe, streamed decoding, and browser-safe H.264 encoding with the original audio.
+
+Reading uses PyAV (FFmpeg's libraries in-process). Unlike OpenCV or a piped ffmpeg it gives us, per
+decoded frame, its presentation timestamp, the display-matrix rotation and the colour tags, and it
+tells a damaged stream apart from the end of the file, so probe and decode can share one definition
+of "frame i": the i-th frame the decoder outputs, in display order, counted the way the official
+code counts (read until the decoder stops; the container's frame count is never trusted).
+
+Writing pipes raw RGB frames into the ffmpeg binary that ships in the imageio-ffmpeg wheel (never a
+system ffmpeg): libx264, yuv420p, even dimensions by padding, ``+faststart``, one output frame per
+frame written, at a constant rate that keeps the source's duration. The encoder runs in its own
+process, in parallel with our decoding and rendering.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import os
+import queue
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence, Union
+
+import av
+import imageio_ffmpeg
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InvalidVideo, VideoLISAError
+
+PathLike = Union[str, os.PathLike]
+
+# Still-image formats (as Pillow names them) accepted as one-frame videos. GIF is read as a video.
+_STILL_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "TIFF"}
+_EXIF_ORIENTATION_DEGREES = {1: 0, 2: 0, 3: 180, 4: 180, 5: 90, 6: 90, 7: 270, 8: 270}
+_STILL_FPS = Fraction(1)  # a still image shows for one second when written as a video
+
+# Friendly container names for FFmpeg's demuxer lists ("mov,mp4,m4a,..." -> "mp4" for a .mp4 file).
+_CONTAINER_ALIASES = {"matroska,webm": ("mkv", "webm"), "mov,mp4,m4a,3gp,3g2,mj2": ("mp4", "mov", "m4v", "3gp")}
+
+DEFAULT_CRF = 18
+DEFAULT_PRESET = "veryfast"
+_PREFETCH_FRAMES = 4
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe`` learns about a video. Sizes are as displayed (after rotation)."""
+
+    path: str
+    container: str
+    codec: str
+    width: int
+    height: int
+    rotation: int  # degrees clockwise applied to the stored pictures to show them upright
+    num_frames: int  # frames the decoder outputs, in order
+    fps: float  # float(frame_rate)
+    frame_rate: Fraction  # exact constant rate that plays num_frames in `duration` (for VFR: num_frames / duration)
+    is_variable_frame_rate: bool
+    duration: float  # seconds from the first frame's start to the last frame's end
+    has_audio: bool
+    audio_codec: Optional[str]
+    is_image: bool
+    frame_times: tuple[float, ...]  # presentation time of each frame, seconds after frame 0
+    start_time: float  # seconds from the file's start to frame 0 (where the audio of frame 0 begins)
+    pixel_format: str  # of the decoded pictures, e.g. "yuv420p" ("rgb24" for still images)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+    def describe(self) -> str:
+        """One line for people, e.g. '1080x1920, 300 frames, 29.97 fps (10.01 s), h264, with audio'."""
+        if self.is_image:
+            return f"{self.width}x{self.height} still image ({self.codec})"
+        rate = f"{self.fps:.3f}".rstrip("0").rstrip(".")
+        rate += " fps average, variable" if self.is_variable_frame_rate else " fps"
+        audio = f"with {self.audio_codec} audio" if self.has_audio else "no audio"
+        return f"{self.width}x{self.height}, {self.num_frames} frames, {rate} ({self.duration:.2f} s), {self.codec}, {audio}"
+
+
+@dataclass(frozen=True)
+class WrittenVideo:
+    """What the encoder wrote."""
+
+    path: Path
+    width: int  # encoded size: the frames' size rounded up to even numbers (padded, never cropped)
+    height: int
+    num_frames: int
+    frame_rate: Fraction
+    duration: float  # num_frames / frame_rate
+    has_audio: bool
+
+    @property
+    def fps(self) -> float:
+        return float(self.frame_rate)
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary of the imageio-ffmpeg wheel: present wherever the package is, unlike a system one."""
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _name(path: PathLike) -> str:
+    return Path(path).name
+
+
+def _check_file(path: PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidVideo(f"'{_name(path)}' does not exist or is not a file.")
+    if path.stat().st_size == 0:
+        raise InvalidVideo(f"'{_name(path)}' is empty (0 bytes); the upload may have failed, please try again.")
+    return path
+
+
+def _open_still(path: Path) -> Optional[Image.Image]:
+    """The image if ``path`` is a still image Pillow can read, else None (it may still be a video)."""
+    try:
+        image = Image.open(path)
+    except (UnidentifiedImageError, OSError):
+        return None
+    if image.format not in _STILL_FORMATS or getattr(image, "n_frames", 1) > 1:
+        image.close()
+        return None
+    return image
+
+
+def _read_still(path: Path) -> np.ndarray:
+    image = _open_still(path)
+    if image is None:
+        raise InvalidVideo(f"'{_name(path)}' is not an image that can be read.")
+    try:
+        with image:
+            upright = ImageOps.exif_transpose(image)
+            return np.asarray(upright.convert("RGB"))  # [H, W, 3]
+    except OSError as exc:
+        raise InvalidVideo(f"'{_name(path)}' is a damaged image ({exc}); please export it again.") from exc
+
+
+def _open_container(path: Path) -> "av.container.InputContainer":
+    try:
+        container = av.open(str(path), mode="r", metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise InvalidVideo(
+            f"'{_name(path)}' is not a video that can be read (it may be damaged or cut short, or not a video "
+            "at all). Please upload an MP4, MOV, WebM, MKV, AVI or GIF file."
+        ) from exc
+    if not container.streams.video:
+        kind = "an audio file" if container.streams.audio else "a file without pictures"
+        container.close()
+        raise InvalidVideo(f"'{_name(path)}' is {kind}: it has no video track. Please upload a video.")
+    return container
+
+
+def _decoded_frames(path: Path) -> Iterator["av.VideoFrame"]:
+    """Every frame the decoder outputs, in display order. Damage stops decoding with InvalidVideo."""
+    container = _open_container(path)
+    count = 0
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame + slice threads: decoding keeps pace with the encoder
+        for frame in container.decode(stream):
+            count += 1
+            yield frame
+    except av.error.FFmpegError as exc:
+        raise InvalidVideo(
+            f"'{_name(path)}' could not be decoded after frame {count} ({exc.strerror or exc}): the file looks "
+            "damaged or cut short. Please export or upload it again."
+        ) from exc
+    finally:
+        container.close()
+    if count == 0:
+        raise InvalidVideo(f"'{_name(path)}' contains no picture that can be decoded; the file looks damaged or cut short.")
+
+
+def _container_name(container: "av.container.InputContainer", path: Path) -> str:
+    name = container.format.name
+    suffix = path.suffix.lower().lstrip(".")
+    aliases = _CONTAINER_ALIASES.get(name)
+    if aliases:
+        return suffix if suffix in aliases else aliases[0]
+    return name.split(",")[0]
+
+
+def _claimed_duration(container: "av.container.InputContainer", stream: "av.video.stream.VideoStream") -> Optional[float]:
+    """The video track's duration as the header states it, when the header states it for that track alone."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION")  # Matroska keeps per-track durations as tags
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            return None
+    if container.duration is not None and len(container.streams) == 1:
+        return container.duration / av.time_base
+    return None
+
+
+def _nominal_rate(stream: "av.video.stream.VideoStream") -> Optional[Fraction]:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and 0 < rate < 1000:
+            return Fraction(rate)
+    return None
+
+
+def _timeline(pts: list[Optional[int]], last_duration: Optional[int], time_base: Fraction, nominal: Optional[Fraction]):
+    """Frame times (ticks, from frame 0), total duration (ticks) and whether the rate varies."""
+    n = len(pts)
+    nominal_ticks = (1 / (nominal * time_base)) if nominal else None
+    usable = all(p is not None for p in pts) and all(b > a for a, b in zip(pts, pts[1:]))
+    if not usable:
+        # Missing or non-increasing timestamps (raw streams, broken muxers): assume the nominal rate.
+        step = nominal_ticks or Fraction(1, 25) / time_base
+        return [i * step for i in range(n)], n * step, False
+    rel = [Fraction(p - pts[0]) for p in pts]
+    gaps = np.diff(np.asarray(pts, dtype=np.int64))
+    median_gap = float(np.median(gaps)) if n > 1 else None
+    if last_duration and last_duration > 0:
+        last = Fraction(last_duration)
+    elif median_gap:
+        last = Fraction(median_gap)
+    else:
+        last = nominal_ticks or Fraction(1, 25) / time_base
+    variable = False
+    if n > 2:
+        # Timestamps are rounded to whole ticks: with fine ticks a 1-tick wobble is rounding, not VFR.
+        tolerance = (1.0 if median_gap >= 4 else 0.0) + 0.01 * median_gap
+        variable = bool(np.any(np.abs(gaps - median_gap) > tolerance))
+    return rel, rel[-1] + last, variable
+
+
+def _exact_rate(num_frames: int, duration: Fraction, nominal: Optional[Fraction]) -> Fraction:
+    measured = Fraction(num_frames) / duration
+    if nominal and abs(nominal - measured) <= measured * Fraction(2, 1000):
+        return nominal  # keeps exact rates such as 30000/1001
+    return measured.limit_denominator(1001)
+
+
+def _ends_with_gif_trailer(path: Path) -> bool:
+    # Every complete GIF ends with the trailer byte 0x3B; an interrupted upload does not.
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\x3b"
+
+
+def _probe_still(path: Path, image: Image.Image) -> VideoInfo:
+    with image:
+        orientation = image.getexif().get(0x0112, 1)
+        rotation = _EXIF_ORIENTATION_DEGREES.get(orientation, 0)
+        width, height = image.size
+        fmt = image.format.lower()
+    if rotation in (90, 270):
+        width, height = height, width
+    return VideoInfo(
+        path=str(path), container=fmt, codec=fmt, width=width, height=height, rotation=rotation,
+        num_frames=1, fps=float(_STILL_FPS), frame_rate=_STILL_FPS, is_variable_frame_rate=False,
+        duration=float(1 / _STILL_FPS), has_audio=False, audio_codec=None, is_image=True,
+        frame_times=(0.0,), start_time=0.0, pixel_format="rgb24",
+    )
+
+
+def _probe_video(path: Path) -> VideoInfo:
+    container = _open_container(path)
+    try:
+        stream = container.streams.video[0]
+        time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+        nominal = _nominal_rate(stream)
+        claimed = _claimed_duration(container, stream)
+        codec = stream.codec_context.codec.canonical_name
+        audio = container.streams.audio[0] if container.streams.audio else None
+        audio_codec = audio.codec_context.codec.canonical_name if audio is not None else None
+        container_name = _container_name(container, path)
+        container_start = container.start_time / av.time_base if container.start_time is not None else 0.0
+    finally:
+        container.close()
+
+    if container_name == "gif" and not _ends_with_gif_trailer(path):
+        raise InvalidVideo(
+            f"'{_name(path)}' is cut short: the GIF stops before its end marker. Please export or upload it again."
+        )
+    pts: list[Optional[int]] = []
+    first = None
+    last_duration = None
+    for frame in _decoded_frames(path):
+        if first is None:
+            first = (frame.width, frame.height, frame.rotation, frame.pts)
+            pixel_format = frame.format.name
+        pts.append(frame.pts)
+        last_duration = frame.duration
+    width, height, ccw, first_pts = first
+    rotation = (-int(round(ccw / 90.0)) * 90) % 360
+    if rotation in (90, 270):
+        width, height = height, width
+    rel, span, variable = _timeline(pts, last_duration, time_base, nominal)
+    duration = span * time_base
+    num_frames = len(pts)
+    if claimed and float(duration) + 2 * float(duration) / num_frames < 0.9 * claimed:
+        raise InvalidVideo(
+            f"'{_name(path)}' seems cut short: its header promises {claimed:.1f} s of video but only "
+            f"{float(duration):.1f} s ({num_frames} frames) can be decoded. Please export or upload it again."
+        )
+    frame_rate = _exact_rate(num_frames, duration, nominal)
+    duration = num_frames / frame_rate  # removes timestamp rounding (e.g. Matroska's milliseconds)
+    start = float(first_pts * time_base) - container_start if first_pts is not None else 0.0
+    return VideoInfo(
+        path=str(path), container=container_name, codec=codec, width=width, height=height, rotation=rotation,
+        num_frames=num_frames, fps=float(frame_rate), frame_rate=frame_rate, is_variable_frame_rate=variable,
+        duration=float(duration), has_audio=audio is not None, audio_codec=audio_codec, is_image=False,
+        frame_times=tuple(float(t * time_base) for t in rel), start_time=max(0.0, start), pixel_format=pixel_format,
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _probe_cached(path: str, size: int, mtime_ns: int) -> VideoInfo:
+    file = Path(path)
+    still = _open_still(file)
+    return _probe_still(file, still) if still is not None else _probe_video(file)
+
+
+def probe(path: PathLike) -> VideoInfo:
+    """Describe a video (or still image) by decoding it once; raises InvalidVideo if it cannot be read.
+
+    Results are cached per file version (path, size, modification time), so probing again before
+    decoding or rendering costs nothing.
+    """
+    file = _check_file(path).resolve()
+    stat = file.stat()
+    return _probe_cached(str(file), stat.st_size, stat.st_mtime_ns)
+
+
+def frames_within(info: VideoInfo, max_duration_s: Optional[float]) -> int:
+    """How many leading frames start before ``max_duration_s`` (all of them when it is None)."""
+    if max_duration_s is None:
+        return info.num_frames
+    return bisect.bisect_left(info.frame_times, max_duration_s)
+
+
+def _scaled_size(width: int, height: int, max_side: Optional[int]) -> tuple[int, int]:
+    """Display size after shrinking so the short side is at most ``max_side`` (aspect kept)."""
+    short = min(width, height)
+    if max_side is None or short <= max_side:
+        return width, height
+    scale = max_side / short
+    return (max_side, max(1, round(height * scale))) if width == short else (max(1, round(width * scale)), max_side)
+
+
+def _to_rgb(frame: "av.VideoFrame", width: int, height: int, quarter_turns: int) -> np.ndarray:
+    """The frame as upright RGB uint8 [height, width, 3]."""
+    stored_w, stored_h = (height, width) if quarter_turns % 2 else (width, height)
+    scaling = (stored_w, stored_h) != (frame.width, frame.height)
+    rgb = frame.to_ndarray(
+        width=stored_w,
+        height=stored_h,
+        format="rgb24",
+        interpolation="AREA" if scaling else None,
+        # Honour full-range ("JPEG") video; PyAV would otherwise read it as limited range.
+        src_color_range=frame.color_range or None,
+    )  # [stored_h, stored_w, 3]
+    if quarter_turns:
+        rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))  # [height, width, 3]
+    return rgb
+
+
+def _iter_video_frames(path: Path, start: int, stop: Optional[int], max_side: Optional[int], wanted=None):
+    """(index, RGB frame) for frames in [start, stop) (and in ``wanted``, if given), in order."""
+    size = None
+    for index, frame in enumerate(_decoded_frames(path)):
+        if stop is not None and index >= stop:
+            return
+        if size is None:
+            # The first frame fixes orientation and size for the whole video, so frames that change
+            # resolution mid-stream (some WebRTC recordings) still come out alike.
+            quarter_turns = (int(round(frame.rotation / 90.0))) % 4
+            width, height = (frame.height, frame.width) if quarter_turns % 2 else (frame.width, frame.height)
+            size = _scaled_size(width, height, max_side)
+        if index < start or (wanted is not None and index not in wanted):
+            continue
+        yield index, _to_rgb(frame, size[0], size[1], quarter_turns)
+
+
+def _resize_still(rgb: np.ndarray, max_side: Optional[int]) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    new_w, new_h = _scaled_size(width, height, max_side)
+    if (new_w, new_h) == (width, height):
+        return rgb
+    import cv2  # imported here: only stills need it, frames are scaled by FFmpeg
+
+    return cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
+
+
+def _check_range(start: int, stop: Optional[int]) -> None:
+    if start < 0 or (stop is not None and stop < start):
+        raise ValueError(f"invalid frame range [{start}, {stop})")
+
+
+def iter_frames(path: PathLike, start: int = 0, stop: Optional[int] = None, max_side: Optional[int] = None) -> Iterator[np.ndarray]:
+    """Upright RGB uint8 [H, W, 3] frames with index in [start, stop), streamed in display order.
+
+    ``max_side``: frames whose short side exceeds it are shrunk (area filter, aspect kept) so the
+    short side equals it. Memory does not grow with the video's length.
+    """
+    _check_range(start, stop)
+    file = _check_file(path)
+    still = _open_still(file)
+    if still is not None:
+        still.close()
+        if start == 0 and (stop is None or stop > 0):
+            yield _resize_still(_read_still(file), max_side)
+        return
+    for _, rgb in _iter_video_frames(file, start, stop, max_side):
+        yield rgb
+
+
+def iter_chunks(path: PathLike, chunk_size: int, start: int = 0, stop: Optional[int] = None,
+                max_side: Optional[int] = None) -> Iterator[np.ndarray]:
+    """Frames of [start, stop) in chunks of ``chunk_size`` (the last may be shorter), uint8 [B, H, W, 3]."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    chunk: list[np.ndarray] = []
+    for frame in iter_frames(path, start, stop, max_side):
+        chunk.append(frame)
+        if len(chunk) == chunk_size:
+            yield np.stack(chunk)  # [B, H, W, 3]
+            chunk = []
+    if chunk:
+        yield np.stack(chunk)
+
+
+def read_frames(path: PathLike, indices: Iterable[int], max_side: Optional[int] = None) -> dict[int, np.ndarray]:
+    """The frames with the given indices, read in one sequential pass (only those are converted to RGB)."""
+    wanted = sorted(set(int(i) for i in indices))
+    if not wanted:
+        return {}
+    if wanted[0] < 0:
+        raise ValueError(f"frame indices must not be negative, got {wanted[0]}")
+    file = _check_file(path)
+    still = _open_still(file)
+    if still is not None:
+        still.close()
+        frames = {0: _resize_still(_read_still(file), max_side)} if wanted[0] == 0 else {}
+    else:
+        frames = dict(_iter_video_frames(file, wanted[0], wanted[-1] + 1, max_side, wanted=set(wanted)))
+    missing = [i for i in wanted if i not in frames]
+    if missing:
+        raise InvalidVideo(
+            f"'{_name(file)}' has fewer frames than asked for: frame {missing[0]} does not exist "
+            f"(the video has {max(frames, default=-1) + 1 if frames else 'fewer'} frames)."
+        )
+    return frames
+
+
+# Colour tags as FFmpeg's command line names them, by the enum values PyAV reports.
+_MATRIX_TAGS = {1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+_PRIMARIES_TAGS = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020"}
+_TRANSFER_TAGS = {1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear",
+                  13: "iec61966-2-1", 14: "bt2020-10", 15: "bt2020-12", 16: "smpte2084", 18: "arib-std-b67"}
+YUV420_FORMATS = ("yuv420p", "yuvj420p")
+
+
+@dataclass(frozen=True)
+class Yuv420Frame:
+    """An upright 8-bit 4:2:0 picture as decoded: y [H, W], u and v [ceil(H/2), ceil(W/2)], uint8."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    matrix: str  # "bt601", "bt709" or "bt2020": how the numbers map to RGB
+    full_range: bool  # 0..255 ("JPEG") rather than 16..235
+    tags: tuple[str, ...]  # ffmpeg output options that label an encoded stream the same way
+
+
+def _layout(frame: "av.VideoFrame") -> tuple[str, bool, tuple[str, ...]]:
+    full = frame.format.name == "yuvj420p" or frame.color_range == 2
+    # Untagged video is read with BT.601 (as FFmpeg and OpenCV do), so overlay colours use it too.
+    matrix = {1: "bt709", 9: "bt2020", 10: "bt2020"}.get(frame.colorspace, "bt601")
+    tags = ["-color_range", "pc" if full else "tv"]
+    for option, table, value in (("-colorspace", _MATRIX_TAGS, frame.colorspace),
+                                 ("-color_primaries", _PRIMARIES_TAGS, frame.color_primaries),
+                                 ("-color_trc", _TRANSFER_TAGS, frame.color_trc)):
+        if value in table:
+            tags += [option, table[value]]
+    return matrix, full, tuple(tags)
+
+
+def _plane(frame: "av.VideoFrame", index: int, quarter_turns: int) -> np.ndarray:
+    plane = frame.planes[index]
+    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)  # padded rows
+    return np.ascontiguousarray(np.rot90(rows[:, : plane.width], quarter_turns))
+
+
+def iter_yuv420(path: PathLike, start: int = 0, stop: Optional[int] = None) -> Iterator[Yuv420Frame]:
+    """Frames [start, stop) of a 4:2:0 video as upright planes, without any colour conversion.
+
+    This is what ``render_video`` draws on: it spares two colour conversions per frame. Videos of
+    other pixel formats (see ``VideoInfo.pixel_format``) are converted to 4:2:0.
+    """
+    _check_range(start, stop)
+    file = _check_file(path)
+    still = _open_still(file)
+    if still is not None:
+        still.close()
+        if start == 0 and (stop is None or stop > 0):
+            frame = av.VideoFrame.from_ndarray(_read_still(file), format="rgb24").reformat(format="yuv420p")
+            matrix, full, tags = _layout(frame)
+            yield Yuv420Frame(*(_plane(frame, i, 0) for i in range(3)), matrix=matrix, full_range=full, tags=tags)
+        return
+    first = None
+    for index, frame in enumerate(_decoded_frames(file)):
+        if stop is not None and index >= stop:
+            return
+        if first is None:
+            quarter_turns = int(round(frame.rotation / 90.0)) % 4
+            first = (frame.width, frame.height, frame.format.name if frame.format.name in YUV420_FORMATS else "yuv420p")
+            matrix, full, tags = _layout(frame)
+        if index < start:
+            continue
+        if (frame.width, frame.height, frame.format.name) != first:
+            frame = frame.reformat(width=first[0], height=first[1], format=first[2])
+        yield Yuv420Frame(*(_plane(frame, i, quarter_turns) for i in range(3)), matrix=matrix, full_range=full, tags=tags)
+
+
+def prefetch(iterable: Iterable, depth: int = _PREFETCH_FRAMES) -> Iterator:
+    """Run ``iterable`` in a background thread, ``depth`` items ahead (FFmpeg releases the GIL while decoding).
+
+    Errors raised by the producer are re-raised in the consumer.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stopped = threading.Event()
+
+    def produce():
+        try:
+            for item in iterable:
+                while not stopped.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stopped.is_set():
+                    return
+            items.put((done, None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            items.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="videolisa-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stopped.set()
+        while thread.is_alive():
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.1)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _rate_arg(rate: Fraction) -> str:
+    return f"{rate.numerator}/{rate.denominator}"
+
+
+def _as_rate(fps: Union[float, Fraction, int]) -> Fraction:
+    rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return rate
+
+
+class VideoWriter:
+    """Streams frames into a browser-playable MP4 (H.264, yuv420p, even size, +faststart).
+
+    Use as a context manager and ``write`` each RGB uint8 [height, width, 3] frame; the result is
+    in ``.result`` after the block (or returned by ``close()``). RGB is encoded with BT.709 and
+    tagged so. With ``yuv_tags`` (the ``tags`` of a ``Yuv420Frame``) the writer instead takes 4:2:0
+    planes through ``write_yuv420`` and keeps their colours untouched. Odd sizes are padded with
+    black on the right/bottom. With ``audio_source``, its first audio track is re-encoded to AAC and
+    muxed in, from ``audio_start`` seconds on, cut to ``audio_duration`` (default: the video's
+    duration); a source without audio gives a file without an audio track.
+    """
+
+    def __init__(self, out_path: PathLike, width: int, height: int, fps: Union[float, Fraction],
+                 audio_source: Optional[PathLike] = None, audio_start: float = 0.0,
+                 audio_duration: Optional[float] = None, crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET,
+                 yuv_tags: Optional[Sequence[str]] = None):
+        if width < 1 or height < 1:
+            raise ValueError(f"invalid frame size {width}x{height}")
+        self.out_path = Path(out_path)
+        self.width, self.height = int(width), int(height)
+        self.frame_rate = _as_rate(fps)
+        self.audio_source = Path(audio_source) if audio_source is not None else None
+        if self.audio_source is not None and not _has_audio(self.audio_source):
+            self.audio_source = None
+        self.audio_start = max(0.0, float(audio_start))
+        self.audio_duration = audio_duration
+        self.yuv = yuv_tags is not None
+        self.num_frames = 0
+        self.result: Optional[WrittenVideo] = None
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        self._video_path = (
+            self.out_path.with_name(f".{self.out_path.stem}.video.mp4") if self.audio_source else self.out_path
+        )
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(
+            self._video_command(crf, preset, tuple(yuv_tags or ())), stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=self._stderr,
+        )
+
+    def _video_command(self, crf: int, preset: str, yuv_tags: tuple[str, ...]) -> list[str]:
+        if self.yuv:
+            # Planes arrive padded to even sizes (FFmpeg's pad filter would drop an odd last column of
+            # 4:2:0 input). The same tags on input and output, so FFmpeg sees nothing to convert.
+            source = [*yuv_tags, "-pix_fmt", "yuv420p"]
+            video = list(yuv_tags)
+        else:
+            pad = "pad=ceil(iw/2)*2:ceil(ih/2)*2"  # 4:2:0 needs even sizes: pad, never crop
+            bt709 = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
+            source = ["-pix_fmt", "rgb24"]
+            video = ["-vf", f"{pad},scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", *bt709]
+        return [
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+            "-f", "rawvideo", *source, "-s", f"{self.width + self.width % 2 if self.yuv else self.width}x"
+            f"{self.height + self.height % 2 if self.yuv else self.height}",
+            "-framerate", _rate_arg(self.frame_rate), "-i", "pipe:0", *video,
+            "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+            "-fps_mode", "passthrough", "-movflags", "+faststart", "-an", str(self._video_path),
+        ]
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _send(self, *arrays: np.ndarray) -> None:
+        try:
+            for array in arrays:
+                self._proc.stdin.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+        except (BrokenPipeError, OSError) as exc:
+            message = self._error_text()
+            self.abort()
+            raise VideoLISAError(f"The video encoder stopped unexpectedly: {message}") from exc
+        self.num_frames += 1
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one RGB uint8 [height, width, 3] frame."""
+        if self.yuv:
+            raise ValueError("this writer takes 4:2:0 planes: use write_yuv420")
+        frame = np.asarray(frame)
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(
+                f"expected a uint8 frame of shape {(self.height, self.width, 3)}, got {frame.dtype} {frame.shape}"
+            )
+        self._send(frame)
+
+    def write_yuv420(self, frame: Yuv420Frame) -> None:
+        """Append one 4:2:0 frame (planes as ``iter_yuv420`` gives them)."""
+        if not self.yuv:
+            raise ValueError("this writer takes RGB frames: use write")
+        chroma = ((self.height + 1) // 2, (self.width + 1) // 2)
+        if frame.y.shape != (self.height, self.width) or frame.u.shape != chroma or frame.v.shape != chroma:
+            raise ValueError(f"planes of shapes {frame.y.shape}, {frame.u.shape}, {frame.v.shape} do not fit "
+                             f"a {self.width}x{self.height} 4:2:0 frame")
+        y = frame.y
+        if self.width % 2 or self.height % 2:
+            y = np.full((self.height + self.height % 2, self.width + self.width % 2), 0 if frame.full_range else 16, np.uint8)
+            y[: self.height, : self.width] = frame.y
+        self._send(y, frame.u, frame.v)
+
+    def _error_text(self) -> str:
+        self._stderr.seek(0)
+        text = self._stderr.read().decode("utf-8", "replace").strip()
+        return text[-2000:] or "no message from ffmpeg"
+
+    def abort(self) -> None:
+        """Stop the encoder and remove partial output."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        if self._proc.stdin and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+        self._stderr.close()
+        for path in {self._video_path, self.out_path}:
+            path.unlink(missing_ok=True)
+
+    def close(self) -> WrittenVideo:
+        if self.result is not None:
+            return self.result
+        if self.num_frames == 0:
+            self.abort()
+            raise ValueError("no frames were written, so there is no video to encode")
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        if self._proc.wait() != 0:
+            message = self._error_text()
+            self.abort()
+            raise VideoLISAError(f"Encoding the video failed: {message}")
+        duration = float(self.num_frames / self.frame_rate)
+        has_audio = False
+        if self.audio_source is not None:
+            has_audio = True
+            try:
+                self._mux_audio(duration if self.audio_duration is None else float(self.audio_duration))
+            finally:
+                self._video_path.unlink(missing_ok=True)
+        self._stderr.close()
+        self.result = WrittenVideo(
+            path=self.out_path, width=self.width + self.width % 2, height=self.height + self.height % 2,
+            num_frames=self.num_frames, frame_rate=self.frame_rate, duration=duration, has_audio=has_audio,
+        )
+        return self.result
+
+    def _mux_audio(self, duration: float) -> None:
+        command = [
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+            "-i", str(self._video_path),
+            "-ss", f"{self.audio_start:.6f}", "-t", f"{max(duration, 0.001):.6f}", "-i", str(self.audio_source),
+            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "160k",
+            "-movflags", "+faststart", str(self.out_path),
+        ]
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode != 0:
+            self.out_path.unlink(missing_ok=True)
+            raise InvalidVideo(
+                f"The audio of '{_name(self.audio_source)}' could not be re-encoded ({proc.stderr.strip()[-500:]}). "
+                "Turn off 'keep audio' or export the video again."
+            )
+
+
+def _has_audio(path: Path) -> bool:
+    if _open_still(path) is not None:
+        return False
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            return bool(container.streams.audio)
+    except av.error.FFmpegError as exc:
+        raise InvalidVideo(f"The audio source '{_name(path)}' cannot be read.") from exc
+
+
+def write_video(frames: Iterable[np.ndarray], out_path: PathLike, fps: Union[float, Fraction],
+                audio_source: Optional[PathLike] = None, audio_start: float = 0.0,
+                audio_duration: Optional[float] = None, crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET) -> WrittenVideo:
+    """Encode RGB uint8 [H, W, 3] frames (any iterable, consumed once) into an MP4; see VideoWriter."""
+    iterator = iter(frames)
+    try:
+        first = np.asarray(next(iterator))
+    except StopIteration:
+        raise ValueError("no frames were given, so there is no video to encode") from None
+    if first.ndim != 3 or first.shape[2] != 3:
+        raise ValueError(f"expected frames of shape [H, W, 3], got {first.shape}")
+    with VideoWriter(out_path, first.shape[1], first.shape[0], fps, audio_source=audio_source,
+                     audio_start=audio_start, audio_duration=audio_duration, crf=crf, preset=preset) as writer:
+        writer.write(first)
+        for frame in iterator:
+            writer.write(frame)
+    return writer.result
+
+
+def audio_offset(info: VideoInfo, start: int) -> float:
+    """Where, in the source's audio, frame ``start`` is heard (seconds from the file's start)."""
+    if info.num_frames == 0 or start <= 0:
+        return info.start_time
+    return info.start_time + info.frame_times[min(start, info.num_frames - 1)]
