@@ -130,3 +130,16 @@ def test_clip_preprocessing_follows_the_towers_preprocessor_config(tiny_model, t
     out = custom([frame])
     assert out.shape == (1, 3, 280, 280)
     np.testing.assert_allclose(out.numpy(), 1.0, atol=1e-6)
+
+
+def test_sdpa_attention_in_sam_equals_segment_anythings_own(tiny_model):
+    from videolisa.model.network import set_sam_attention
+
+    x = torch.randn(1, 3, 1024, 1024)
+    fused = tiny_model.sam_encode(x)
+    set_sam_attention(tiny_model.sam, fused=False)
+    try:
+        reference = tiny_model.sam_encode(x)
+    finally:
+        set_sam_attention(tiny_model.sam, fused=True)
+    torch.testing.assert_close(fused, reference, atol=1e-4, rtol=1e-4)

@@ -191,10 +191,12 @@ class SlowLlamaTokenizer:
                 out.append(self.sp.decode(run))
                 run.clear()
 
+        size = self.sp.get_piece_size()
         for i in ids:
             added = self._id_to_added.get(i)
             if added is None and i not in special_ids:
-                run.append(int(i))
+                if 0 <= i < size:  # rows of a padded embedding table have no text
+                    run.append(int(i))
                 continue
             flush()
             if skip_special_tokens and (i in special_ids or (added is not None and added.special)):

@@ -432,18 +432,16 @@ def _sam_attention_sdpa(self, x: torch.Tensor) -> torch.Tensor:
     from segment_anything.modeling.image_encoder import get_rel_pos
 
     b, h, w, _ = x.shape
-    qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # [3, B, heads, HW, C]
-    q, k, v = qkv.unbind(0)
+    # Views, not copies: [B, heads, HW, C] with C contiguous is what the attention kernels read.
+    q, k, v = self.qkv(x).view(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
     bias = None
     if self.use_rel_pos:
-        c = q.shape[-1]
-        r_q = q.reshape(b * self.num_heads, h, w, c)
-        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(h, h, self.rel_pos_h))  # [B*heads, H, W, H]
-        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(w, w, self.rel_pos_w))  # [B*heads, H, W, W]
-        bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, self.num_heads, h * w, h * w)
+        r_q = q.unflatten(2, (h, w))  # [B, heads, H, W, C]
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, get_rel_pos(h, h, self.rel_pos_h))  # [B, heads, H, W, H]
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, get_rel_pos(w, w, self.rel_pos_w))  # [B, heads, H, W, W]
+        bias = (rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).reshape(b, self.num_heads, h * w, h * w)
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-    out = out.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
-    return self.proj(out)
+    return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
 
 
 def set_sam_attention(sam, fused: bool) -> None:

@@ -1,0 +1,112 @@
+"""The command line: segment, batch (resume, failures, shards), score on a batch's output, exit codes."""
+
+import json
+
+import pytest
+
+from media import make_clip
+from videolisa import cli
+from videolisa.export import read_png_zip
+from videolisa.video import probe
+
+FAST = ["--sparse", "4", "--dense", "1"]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("cli-media"), "clip", size=(64, 48), frames=3, fps=12)
+
+
+@pytest.fixture
+def shared_pipeline(monkeypatch, pipeline):
+    """Reuse the session's tiny pipeline instead of loading one per command."""
+    monkeypatch.setattr(cli, "_load", lambda args: pipeline)
+    return pipeline
+
+
+def test_segment_end_to_end_with_the_real_loader(clip, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["segment", str(clip), "the moving bars", "--model", str(tiny_checkpoint), "--out", str(out),
+                     *FAST])
+    assert code == cli.EXIT_OK
+    printed = capsys.readouterr().out
+    for name in ("overlay", "png_zip", "npz", "rle_json", "mask_video", "run_card", "png_dir"):
+        assert f"{name}: " in printed
+    overlay = probe(out / "overlay.mp4")
+    assert overlay.codec == "h264" and overlay.num_frames == 3 and overlay.has_audio
+    masks = read_png_zip(out / "masks_png.zip")
+    assert len(masks) == 1 and masks[0].shape == (3, 48, 64)
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    card = json.loads((out / "run.json").read_text())
+    assert card["targets"][0]["prompt"] == "the moving bars"
+    assert card["targets"][0]["settings"]["num_frames_sparse"] == 4
+
+
+def test_batch_resumes_lists_failures_and_feeds_score(clip, tmp_path, shared_pipeline, capsys):
+    manifest = tmp_path / "items.jsonl"
+    items = [{"video": str(clip), "prompt": "the bars", "id": "a"},
+             {"video": "missing.mp4", "prompt": "anything", "id": "broken"},
+             {"video": str(clip), "prompt": "the background", "id": "b"}]
+    manifest.write_text("\n".join(json.dumps(i) for i in items) + "\n")
+    out = tmp_path / "batch"
+    code = cli.main(["batch", str(manifest), "--out", str(out), "--no-overlay", *FAST])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_FAILURES
+    assert "1 of 3 items failed" in err and "broken:" in err and "No video file" in err
+    assert (out / "a" / "masks" / "00002.png").is_file() and (out / "b" / "run.json").is_file()
+
+    calls = []
+    original = shared_pipeline.segment
+    shared_pipeline.segment = lambda *a, **k: calls.append(a) or original(*a, **k)
+    try:
+        assert cli.main(["batch", str(manifest), "--out", str(out), "--no-overlay", *FAST]) == cli.EXIT_FAILURES
+    finally:
+        del shared_pipeline.segment
+    assert "2 already done" in capsys.readouterr().err
+    assert len(calls) == 1  # only the broken item is tried again
+
+    # The batch layout is what `score` reads: a prediction scored against itself is perfect.
+    report = tmp_path / "score.json"
+    gt = tmp_path / "gt"
+    (gt / "a").mkdir(parents=True)
+    for png in (out / "a" / "masks").iterdir():
+        (gt / "a" / png.name).write_bytes(png.read_bytes())
+    assert cli.main(["score", str(out), str(gt), "--json", str(report)]) == 0
+    scores = json.loads(report.read_text())
+    assert scores["sequences"]["a"]["J&F"] == pytest.approx(1.0)
+
+
+def test_shards_cover_every_item_exactly_once():
+    items = list(range(10))
+    shards = [cli.shard_items(items, i, 3) for i in range(3)]
+    assert sorted(x for shard in shards for x in shard) == items
+    assert [len(s) for s in shards] == [4, 3, 3]
+
+
+@pytest.mark.parametrize("text", ["3/3", "a/b", "1", "-1/2", "0/0"])
+def test_bad_shards_are_refused(text):
+    with pytest.raises(cli.VideoLISAError, match="shard"):
+        cli.parse_shard(text)
+
+
+def test_manifest_errors_name_the_line(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"video": "a.mp4", "prompt": "x", "id": "same"}\n{"video": "b.mp4"}\n')
+    with pytest.raises(cli.VideoLISAError, match=r"m\.jsonl:2 needs"):
+        cli.read_manifest(manifest)
+    manifest.write_text('{"video": "a.mp4", "prompt": "x", "id": "same"}\n{"video": "b.mp4", "prompt": "y", "id": "same"}\n')
+    with pytest.raises(cli.VideoLISAError, match="not a unique"):
+        cli.read_manifest(manifest)
+
+
+def test_exit_codes_for_a_missing_model_and_a_bad_video(clip, tmp_path, capsys):
+    assert cli.main(["segment", str(clip), "x", "--model", str(tmp_path / "nowhere")]) == cli.EXIT_MODEL
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_a_bad_video_is_one_line_and_exit_code_2(tmp_path, shared_pipeline, capsys):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    assert cli.main(["segment", str(bad), "x", "--out", str(tmp_path / "o"), *FAST]) == cli.EXIT_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
