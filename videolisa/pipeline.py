@@ -18,12 +18,12 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .errors import InvalidPrompt, InvalidSettings
+from .errors import InvalidPrompt, InvalidSettings, ModelUnavailable
 from .masks import PackedMasks
 from .model.network import VideoLISAModel, set_sam_attention
 from .prompts import TEACHER_FORCED_ANSWER, build_prompt_ids, render_prompt, sanitize_user_text
 from .sampling import check_frame_counts, dense_positions, sparse_indices
-from .settings import MAX_NEW_TOKENS, NO_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, SAM_BATCH_SIZE, Limits
+from .settings import DEFAULT_SAM2, MAX_NEW_TOKENS, NO_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, SAM_BATCH_SIZE, Limits
 from .source import FrameSource, open_source
 
 Progress = Callable[[str, float], None]  # (stage description, fraction done in [0, 1])
@@ -174,7 +174,7 @@ class VideoLISAPipeline:
     def __init__(self, model: VideoLISAModel, sam2: Optional[str] = None, limits: Limits = NO_LIMITS,
                  sam_batch_size: int = SAM_BATCH_SIZE, cache_mb: Optional[float] = None):
         self.model = model
-        self.sam2 = sam2
+        self.sam2 = sam2 or DEFAULT_SAM2
         self.limits = limits
         self.sam_batch_size = max(1, int(sam_batch_size))
         if cache_mb is None:
@@ -470,14 +470,11 @@ class VideoLISAPipeline:
         from .postopt import PostOptimizer, unavailable
 
         references = {f: raw[f] for f in sorted(set(dense_frames))}
-        if not self.sam2:
-            return raw, unavailable("No SAM 2 checkpoint is configured, so the raw masks are shown.",
-                                    tuple(references))
         try:
             if self._post_optimizer is None:
                 self._post_optimizer = PostOptimizer.load(self.sam2, device=self.model.device)
-        except Exception as exc:  # reported in the result, never silently skipped
-            return raw, unavailable(f"SAM 2 ({self.sam2}) could not be loaded: {exc}", tuple(references))
+        except (ModelUnavailable, OSError) as exc:  # reported in the result, never silently skipped
+            return raw, unavailable(str(exc), tuple(references))
         return self._post_optimizer.refine(source.frames_range, source.num_frames, references, raw, scores)
 
 
