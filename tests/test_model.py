@@ -132,10 +132,14 @@ def test_clip_preprocessing_follows_the_towers_preprocessor_config(tiny_model, t
     np.testing.assert_allclose(out.numpy(), 1.0, atol=1e-6)
 
 
-def test_sdpa_attention_in_sam_equals_segment_anythings_own(tiny_model):
+@pytest.mark.parametrize("bias_budget", [None, 1.0])
+def test_sdpa_attention_in_sam_equals_segment_anythings_own(tiny_model, monkeypatch, bias_budget):
+    from videolisa.model import network
     from videolisa.model.network import set_sam_attention
 
-    x = torch.randn(1, 3, 1024, 1024)
+    if bias_budget is not None:  # one frame at a time through the global blocks
+        monkeypatch.setattr(network, "_SAM_BIAS_BYTES", bias_budget)
+    x = torch.randn(2, 3, 1024, 1024)
     fused = tiny_model.sam_encode(x)
     set_sam_attention(tiny_model.sam, fused=False)
     try:

@@ -113,6 +113,9 @@ def run(args) -> dict:
     rows = []
     first, seg = timed("first prompt")
     rows.append(first)
+    if args.only_first:
+        return {"size": args.size, "frames": args.frames, "height": args.height, "rows": rows,
+                "peak_rss_mb": round(peak_rss_mb(), 1), "cache_mb": pipe.cache.max_bytes / 1e6}
     second, _ = timed("second prompt (same video)", prompt="the white circle")
     rows.append(second)
     text, _ = timed("second prompt + text generation", prompt="the black square", generate_text=True)
@@ -157,6 +160,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive run")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false")
+    parser.add_argument("--only-first", action="store_true", help="time the first prompt only (memory runs)")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
     result = run(args)

@@ -409,11 +409,15 @@ class VideoLISAPipeline:
         key = ("sam", source.key)
         cached: Optional[_SamEmbeddings] = None if naive else self.cache.get(key)
         input_size = self._input_size(source)
-        kept: list[torch.Tensor] = []
+        kept: Optional[list[torch.Tensor]] = None if (cached is not None or naive) else []
+        kept_bytes = 0
         for start, stop, embeddings in self._embedding_batches(source, cached, 1 if naive else self.sam_batch_size,
                                                                 timer):
-            if cached is None and not naive:
+            if kept is not None:
                 kept.append(embeddings)
+                kept_bytes += embeddings.numel() * embeddings.element_size()
+                if kept_bytes > self.cache.max_bytes:
+                    kept = None  # longer than the cache can hold: keep memory flat instead
             with timer("sam_decode"):
                 for k, prompt in enumerate(prompts):
                     if prompt is None:

@@ -423,6 +423,9 @@ class VideoLISAModel(nn.Module):
         return self.sam.postprocess_masks(low[:, None].float(), input_size, original_size)[:, 0]
 
 
+_SAM_BIAS_BYTES = 1.1e9  # at most this much relative-position bias at once (two ViT-H frames in bf16)
+
+
 def _sam_attention_sdpa(self, x: torch.Tensor) -> torch.Tensor:
     """SAM's ViT attention through scaled_dot_product_attention, with the decomposed relative-position bias.
 
@@ -434,13 +437,22 @@ def _sam_attention_sdpa(self, x: torch.Tensor) -> torch.Tensor:
     b, h, w, _ = x.shape
     # Views, not copies: [B, heads, HW, C] with C contiguous is what the attention kernels read.
     q, k, v = self.qkv(x).view(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    bias = None
-    if self.use_rel_pos:
-        r_q = q.unflatten(2, (h, w))  # [B, heads, H, W, C]
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, get_rel_pos(h, h, self.rel_pos_h))  # [B, heads, H, W, H]
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, get_rel_pos(w, w, self.rel_pos_w))  # [B, heads, H, W, W]
-        bias = (rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).reshape(b, self.num_heads, h * w, h * w)
-    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+    if not self.use_rel_pos:
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
+    rel_pos_h, rel_pos_w = get_rel_pos(h, h, self.rel_pos_h), get_rel_pos(w, w, self.rel_pos_w)
+    # The bias of a global block is [heads, HW, HW] per frame (0.5 GB in bf16 for ViT-H): build it for a
+    # few frames at a time so that large batches stay within memory.
+    step = max(1, int(_SAM_BIAS_BYTES // (self.num_heads * (h * w) ** 2 * q.element_size())))
+    outs = []
+    for i in range(0, b, step):
+        qi, ki, vi = q[i:i + step], k[i:i + step], v[i:i + step]
+        r_q = qi.unflatten(2, (h, w))  # [b, heads, H, W, C]
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rel_pos_h)  # [b, heads, H, W, H]
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rel_pos_w)  # [b, heads, H, W, W]
+        bias = (rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).reshape(len(qi), self.num_heads, h * w, h * w)
+        outs.append(torch.nn.functional.scaled_dot_product_attention(qi, ki, vi, attn_mask=bias, scale=self.scale))
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
     return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
 
 
