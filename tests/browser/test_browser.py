@@ -1,0 +1,79 @@
+"""A real browser on the app: upload, prompt, Run, the result plays, the answer shows, a download
+works, and a new look redraws without running the model again. Needs Debian's /usr/bin/chromium."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from media import make_clip
+from test_app import launched_app
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+
+# The result video has decoded a picture (and is not the one given as the argument): its source, else null.
+RESULT_DECODED = """(previous) => {
+    const v = document.querySelector('#vl-result video');
+    const ready = v !== null && v.readyState >= 2 && v.videoWidth > 0 && v.currentSrc !== previous;
+    return ready ? v.currentSrc : null;
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser_page(tiny_model, tmp_path_factory, request):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    app = launched_app(tiny_model, tmp_path_factory)
+    request.config.add_cleanup(app["app"].demo.close)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        yield app, page
+        browser.close()
+
+
+def test_upload_prompt_run_play_download_and_restyle(browser_page, tmp_path):
+    app, page = browser_page
+    clip = make_clip(tmp_path, "browser_clip", size=(160, 120), frames=4, fps=8, audio=True)
+    page.goto(app["url"])
+    page.locator("#vl-summary").get_by_text("Limits:").wait_for()
+    page.locator("input[type=file]").first.set_input_files(str(clip))
+    page.locator("#vl-summary").get_by_text("All 4 frames will be segmented").wait_for()  # said before running
+
+    page.get_by_label("What should be segmented?").fill("the moving square\nthe digits")
+    calls = app["calls"].calls
+    page.locator("#vl-run").click()
+    first_src = page.wait_for_function(RESULT_DECODED, arg=None).json_value()
+    assert app["calls"].calls == calls + 1
+
+    answer = page.locator("#vl-answer")
+    answer.get_by_text("the digits").wait_for()
+    assert answer.locator(".vl-target").count() == 2
+    assert "Visible" in answer.inner_text() or "Not found" in answer.inner_text()
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="PNG zip").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    with zipfile.ZipFile(saved) as archive:
+        assert sorted(n for n in archive.namelist() if n.endswith(".png")) == [f"{i:05d}.png" for i in range(4)]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_result.png"), full_page=True)
+
+    # A new opacity redraws the result from this session's masks: a new video, no model call.
+    page.locator("#vl-settings").get_by_text("Settings").click()
+    slider = page.locator("#vl-opacity input[type=range]")
+    slider.scroll_into_view_if_needed()
+    box = slider.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.95, box["y"] + box["height"] / 2)
+    page.wait_for_function(RESULT_DECODED, arg=first_src)
+    assert app["calls"].calls == calls + 1
+    page.screenshot(path=str(ARTIFACTS / "app_restyled.png"), full_page=True)

@@ -1,0 +1,381 @@
+"""The app: the /segment API through gradio_client against the app launched in-process on the tiny
+checkpoint, the session-local re-render, limits said and applied, URL parameters, and the ZeroGPU glue."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import pickle
+import socket
+import sys
+import types
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media import make_clip, make_image, mp4_top_level_boxes
+
+ROOT = Path(__file__).resolve().parents[1]
+GENERIC_ERROR = "The upstream Gradio app has raised an exception"
+FAST = dict(sparse_frames=4, dense_frames=2)  # the tiny model's settings for quick runs
+_APP: dict = {}
+
+
+class CountingPipeline:
+    """Counts the model runs of the app's pipeline (every run goes through segment_targets)."""
+
+    def __init__(self, pipeline):
+        self.calls = 0
+        self._run = pipeline.segment_targets
+        pipeline.segment_targets = self
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self._run(*args, **kwargs)
+
+
+def launched_app(tiny_model, tmp_path_factory) -> dict:
+    """app.py serving the session's tiny model, launched once per test process on a free port.
+
+    Shared with the browser test (a module-level memo: the two test modules have separate fixtures).
+    """
+    if _APP:
+        return _APP
+    from videolisa.model.tiny_sam2 import write_tiny_sam2
+    from videolisa.pipeline import VideoLISAPipeline
+    from videolisa.settings import APP_LIMITS
+    from videolisa.ui import serving
+
+    sam2 = write_tiny_sam2(tmp_path_factory.mktemp("tiny-sam2"))
+    pipeline = VideoLISAPipeline(tiny_model, sam2=str(sam2), limits=APP_LIMITS, sam_batch_size=4)
+    counter = CountingPipeline(pipeline)
+    serving.install(pipeline, tiny=True, label="tiny")
+    spec = importlib.util.spec_from_file_location("app", ROOT / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    sys.modules["app"] = app
+    spec.loader.exec_module(app)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = app.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                                **app.LAUNCH_OPTIONS)
+    _APP.update(url=url, app=app, calls=counter, clips=tmp_path_factory.mktemp("app-clips"))
+    return _APP
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model, tmp_path_factory, request):
+    app = launched_app(tiny_model, tmp_path_factory)
+    request.config.add_cleanup(app["app"].demo.close)
+    return app
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from gradio_client import Client
+
+    return Client(served["url"], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def clip(served):
+    return make_clip(served["clips"], "two_targets", size=(96, 64), frames=3, fps=10, audio=True)
+
+
+def _segment(client, video=None, image=None, prompts="the square", **settings):
+    from gradio_client import handle_file
+
+    args = dict(FAST, post_optimization=False, text_answer=True, color="#e69f00", opacity=0.5, contour="on",
+                dim_background=0.0)
+    args.update(settings)
+    return client.predict(handle_file(str(video)) if video else None, handle_file(str(image)) if image else None,
+                          prompts, args["sparse_frames"], args["dense_frames"], args["post_optimization"],
+                          args["text_answer"], args["color"], args["opacity"], args["contour"],
+                          args["dim_background"], api_name="/segment")
+
+
+def _stream(path):
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(video=0))
+        return dict(codec=video.codec_context.name, pix_fmt=video.codec_context.pix_fmt, frames=frames,
+                    width=video.codec_context.width, height=video.codec_context.height,
+                    audio=len(container.streams.audio))
+
+
+# ---------------------------------------------------------------------------------------------- the API
+
+
+def test_segment_returns_a_playable_video_the_answers_and_every_export(served, client, clip):
+    calls = served["calls"].calls
+    out = _segment(client, video=clip, prompts="the moving square\nthe <b>numbers</b>")
+    video, answer, comparison, gallery, timeline, png_zip, npz, rle, mask_video, card, details = out
+    assert served["calls"].calls == calls + 1  # two targets, one model run
+
+    stream = _stream(video)
+    assert stream == dict(codec="h264", pix_fmt="yuv420p", frames=3, width=96, height=64, audio=1)
+    assert mp4_top_level_boxes(video).index("moov") < mp4_top_level_boxes(video).index("mdat")  # starts at once
+
+    # Both answers, coloured like their masks, with the user's text escaped.
+    assert answer.count('class="vl-target"') == 2
+    assert "--vl-color:#e69f00" in answer and "the moving square" in answer
+    assert "&lt;b&gt;numbers&lt;/b&gt;" in answer and "<b>numbers" not in answer
+    assert [t["prompt"] for t in details["targets"]] == ["the moving square", "the <b>numbers</b>"]
+    assert all(isinstance(t["answer"], str) for t in details["targets"])  # text generation is on by default
+    assert details["processed_frames"] == [0, 2]
+
+    assert comparison is None  # no post-optimization asked for
+    assert 1 <= len(gallery) <= 2 and gallery[0]["caption"].startswith("frame ")
+    assert Path(timeline).is_file()
+
+    from videolisa.export import read_npz, read_png_zip, read_rle_json
+
+    assert [Path(p).suffix for p in (png_zip, npz, rle, mask_video, card)] == [".zip", ".npz", ".json", ".mp4", ".json"]
+    from_png, from_npz, from_rle = read_png_zip(png_zip, num_objects=2), read_npz(npz), read_rle_json(rle)
+    assert [m.shape for m in from_npz] == [(3, 64, 96)] * 2
+    assert from_rle == from_npz
+    # One indexed mask per frame: target 2 is drawn last, so all of its pixels carry its index.
+    np.testing.assert_array_equal(np.asarray(from_png[1]), np.asarray(from_npz[1]))
+    assert _stream(mask_video)["frames"] == 3
+    run_card = json.loads(Path(card).read_text())
+    assert [t["prompt"] for t in run_card["targets"]] == ["the moving square", "the <b>numbers</b>"]
+    assert run_card["targets"][0]["settings"]["num_frames_sparse"] == 4
+
+
+def test_an_image_is_a_one_frame_video(served, client):
+    image = make_image(served["clips"], "still", size=(64, 48))
+    video, answer, _, gallery, timeline, *_, details = _segment(client, image=image, prompts="the gradient")
+    assert _stream(video)["frames"] == 1
+    assert timeline is None and [g["caption"] for g in gallery] == ["image"]
+    assert "of the image" in answer or "Not found" in answer
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(), "Upload a video or an image first"),
+    (dict(video="not_a_video"), "is not a video that can be read"),
+    (dict(video="clip", prompts="  \n "), "Write what to segment"),
+    (dict(video="clip", prompts="a\nb\nc\nd\ne"), "up to 4"),
+    (dict(video="clip", prompts="x" * 4001), "characters; keep it under 4000"),
+    (dict(video="clip", sparse_frames=4, dense_frames=4), "T_sparse must be at least T_dense + 1"),
+])
+def test_bad_inputs_come_back_as_app_errors_with_a_human_message(served, client, clip, kwargs, message):
+    from gradio_client.exceptions import AppError
+
+    calls = served["calls"].calls
+    if kwargs.get("video") == "clip":
+        kwargs["video"] = clip
+    elif kwargs.get("video") == "not_a_video":
+        kwargs["video"] = served["clips"] / "notes.mp4"
+        kwargs["video"].write_text("these are notes, not a video")
+    with pytest.raises(AppError) as caught:
+        _segment(client, **kwargs)
+    assert message in str(caught.value) and GENERIC_ERROR not in str(caught.value)
+    assert served["calls"].calls - calls <= 1  # refused before the model, or by the pipeline's own checks
+
+
+def test_only_segment_is_a_documented_endpoint(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert list(endpoints) == ["/segment"]
+    names = [p["parameter_name"] for p in endpoints["/segment"]["parameters"]]
+    assert names[:3] == ["video", "image", "prompts"]
+
+
+# ---------------------------------------------------------------------------- sessions, look, limits
+
+
+def _run_direct(served, clip, **overrides):
+    from videolisa.ui import page
+
+    settings = dict(FAST, post_optimization=False, text_answer=False)
+    settings.update(overrides)
+    return page.segment(clip, None, "the square", **settings)
+
+
+def test_changing_the_look_redraws_from_the_session_state_without_the_model(served, clip):
+    from videolisa.ui import page
+
+    first = _run_direct(served, clip)
+    state = first[-1]
+    calls = served["calls"].calls
+    plain = page.restyle(state, "#ff0000", 0.0, "off", 0.0)  # nothing drawn: the input's own pictures
+    solid = page.restyle(state, "#ff0000", 1.0, "off", 0.0)  # masks painted solid red
+    assert served["calls"].calls == calls
+    assert plain[0] != first[0] and plain[0] != solid[0]  # every render has its own file
+    mask = np.asarray(state.segmentations[0].masks)  # [T, H, W]
+    assert mask.any() and not mask.all()
+
+    def frames(path):
+        with av.open(str(path)) as container:
+            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(int)
+
+    source, drawn, painted = frames(clip), frames(plain[0]), frames(solid[0])
+    assert np.abs(drawn - source).mean() < 4  # only the H.264 round trip
+    red = np.abs(painted - np.array([255, 0, 0])).sum(-1)  # [T, H, W]
+    assert np.median(red[mask]) < 60 and np.median(red[~mask]) > 150
+
+
+def test_post_optimization_shows_raw_versus_refined(served, clip):
+    out = _run_direct(served, clip, post_optimization=True)
+    state, comparison = out[-1], out[2]
+    post = state.segmentations[0].post_optimization
+    assert post.applied and post.reference_frames  # the tiny SAM 2 ran from the dense keyframes
+    info = _stream(comparison)
+    assert info["frames"] == 3 and info["width"] == 2 * 96 and info["audio"] == 1
+    assert post.reason in out[1]  # what post-optimization did is said next to the answer
+
+
+def test_a_long_video_is_trimmed_with_a_notice(served, monkeypatch, tmp_path):
+    from videolisa.settings import Limits
+    from videolisa.ui import page, results, serving
+
+    limits = Limits(max_duration_s=0.25, max_inference_side=1080)
+    monkeypatch.setattr(page, "APP_LIMITS", limits)
+    monkeypatch.setattr(serving, "APP_LIMITS", limits)
+    long = make_clip(tmp_path, "long", size=(96, 64), frames=6, fps=12)
+    summary = page._describe(str(long), None)
+    assert "only 0:00.0–0:00.2 (frames 0–2 of 6) will be processed" in summary  # said before running
+    out = page.segment(str(long), None, "the square", text_answer=False, **FAST)
+    assert _stream(out[0])["frames"] == 3
+    assert "Only the first 0.2 s (frames 0-2) of the 0.5 s video were processed" in out[1]
+    assert out[-2]["processed_frames"] == [0, 2]
+    assert results.frames_to_process(out[-1].info, limits) == 3
+
+
+def test_url_parameters_open_an_example_with_its_prompt(served):
+    from videolisa.ui import page
+    from videolisa.ui.examples import load_examples
+
+    examples = load_examples(ROOT / "examples")
+    assert {"bunny", "cat"} <= {e.id for e in examples}
+    request = types.SimpleNamespace(query_params={"example": "bunny"})
+    video, image, prompt = page._open_from_url(examples, request)
+    assert video.endswith("big_buck_bunny.mp4") and image is None and "woken up" in prompt
+    request = types.SimpleNamespace(query_params={"example": "cat", "prompt": "the whiskers"})
+    video, image, prompt = page._open_from_url(examples, request)
+    assert video is None and image.endswith("chelsea_the_cat.jpg") and prompt == "the whiskers"
+
+
+def test_example_media_are_small_and_attributed():
+    from videolisa.ui.examples import load_examples
+    from videolisa.video import probe
+
+    examples = load_examples(ROOT / "examples")
+    attribution = (ROOT / "examples" / "README.md").read_text()
+    for example in examples:
+        assert example.path.stat().st_size < 2_000_000
+        assert example.path.name in attribution
+    bunny = probe(ROOT / "examples" / "big_buck_bunny.mp4")
+    assert bunny.has_audio and bunny.duration < 60
+
+
+def test_request_directories_are_fresh_and_pruned_after_their_time(tmp_path):
+    from videolisa.ui import files
+
+    a, b = files.new_request_dir(), files.new_request_dir()
+    assert a != b and a.parent == b.parent == files.output_root()
+    old, new = tmp_path / "run-old", tmp_path / "run-new"
+    old.mkdir(), new.mkdir()
+    (old / "x.mp4").write_bytes(b"0")
+    now = old.stat().st_mtime + files.OUTPUT_TTL_S + 1
+    import os
+
+    os.utime(new, (now, now))
+    assert files.prune(tmp_path, now=now) == [old]
+    assert not old.exists() and new.exists()
+
+
+# ---------------------------------------------------------------------------------- model and ZeroGPU
+
+
+def test_gpu_seconds_follow_frames_resolution_and_targets_and_respect_the_cap(monkeypatch):
+    from videolisa.ui.serving import GPU_MIN_S, GpuJob, gpu_seconds
+
+    def job(frames=100, size=(640, 360), prompts=("a",), post=False):
+        return GpuJob("v.mp4", prompts, 32, 4, post, True, frames, *size)
+
+    monkeypatch.delenv("VIDEOLISA_GPU_SECONDS_MAX", raising=False)
+    assert GPU_MIN_S <= gpu_seconds(job(frames=1)) <= 40  # an image asks for little: better queue priority
+    assert gpu_seconds(job(frames=400)) > gpu_seconds(job(frames=200))
+    assert gpu_seconds(job(frames=300, size=(1920, 1080))) > gpu_seconds(job(frames=300))
+    assert gpu_seconds(job(prompts=("a", "b"), post=True)) > gpu_seconds(job(post=True))
+    # 4K is read at 1080p for inference, so it costs what 1080p costs.
+    assert gpu_seconds(job(frames=200, size=(3840, 2160))) == gpu_seconds(job(frames=200, size=(1920, 1080)))
+    assert gpu_seconds(job(frames=1500, size=(1920, 1080))) == 120
+    monkeypatch.setenv("VIDEOLISA_GPU_SECONDS_MAX", "60")
+    assert gpu_seconds(job(frames=1500, size=(1920, 1080))) == 60
+
+
+def test_gpu_arguments_and_results_pickle(served, clip):
+    import gradio as gr
+
+    from videolisa.ui import serving
+
+    job = serving.GpuJob(str(clip), ("a", "b"), 4, 2, False, False, 3, 96, 64)
+    progress = gr.Progress()
+    assert pickle.loads(pickle.dumps((job, progress)))[0] == job
+    results = serving.run_on_gpu(job, None)
+    back = pickle.loads(pickle.dumps(results))
+    assert [r.prompt for r in back] == ["a", "b"]
+    assert back[0].masks == results[0].masks and back[1].dense_frame_indices == results[1].dense_frame_indices
+    np.testing.assert_array_equal(back[0].scores, results[0].scores)
+
+
+def test_the_gpu_function_is_decorated_with_a_sized_duration(monkeypatch):
+    import spaces
+
+    from videolisa.ui import serving
+
+    # Off Spaces the real decorator is a no-op: the function runs in this process.
+    assert serving.gpu is spaces.GPU
+    assert spaces.GPU(duration=serving.gpu_seconds)(serving.gpu_seconds) is serving.gpu_seconds
+
+    seen = {}
+    fake = types.ModuleType("spaces")
+
+    def GPU(duration):
+        seen["duration"] = duration
+        return lambda fn: seen.setdefault("fn", fn)
+
+    fake.GPU = GPU
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    spec = importlib.util.spec_from_file_location("videolisa.ui._serving_on_spaces", serving.__file__)
+    copy = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, copy)  # dataclasses look their module up while it executes
+    spec.loader.exec_module(copy)
+    assert seen["duration"] is copy.gpu_seconds and seen["fn"].__name__ == "run_on_gpu"
+
+    # app.py imports spaces before anything that could touch CUDA.
+    tree = ast.parse((ROOT / "app.py").read_text())
+    imports = sorted((node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))),
+                     key=lambda node: node.lineno)
+    assert isinstance(imports[0], ast.Import) and imports[0].names[0].name == "spaces"
+
+
+def test_without_weights_the_page_opens_and_run_explains(monkeypatch, tmp_path):
+    import gradio as gr
+
+    from videolisa.errors import ModelUnavailable
+    from videolisa.ui import page, serving
+
+    engine = serving.load_from_environment({"VIDEOLISA_MODEL": str(tmp_path / "missing")})
+    assert not engine.status.ready and "missing" in engine.status.problem
+    with pytest.raises(ModelUnavailable):
+        engine.require()
+    monkeypatch.setattr(serving, "_engine", engine)
+    demo = page.build_demo(ROOT / "assets", ROOT / "examples")
+    banners = [b.value for b in demo.blocks.values() if isinstance(b, gr.HTML) and "vl-banner" in str(b.value)]
+    assert banners and "The model is not loaded" in banners[0] and "missing" in banners[0]
+    clip = make_clip(tmp_path, "c", size=(32, 32), frames=1, fps=1, audio=False)
+    with pytest.raises(gr.Error, match="missing"):
+        page.segment(str(clip), None, "the square")
+
+
+def test_tiny_mode_writes_a_random_checkpoint_and_says_so():
+    from videolisa.ui import page, serving
+
+    engine = serving.load_from_environment({"VIDEOLISA_MODEL": "tiny"})
+    assert engine.status.ready and engine.status.tiny
+    assert Path(engine.pipeline.sam2).is_dir()  # post-optimization works in the preview too
+    assert "meaningless" in page._banner_html(engine.status)

@@ -1,0 +1,342 @@
+"""The Gradio page: layout and events. Model work goes through ``serving``, drawing through ``results``.
+
+A session's last result lives in its own ``gr.State`` (masks and paths, nothing global), every
+request writes into a fresh directory, and library errors reach people as ``gr.Error`` sentences.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+
+from ..errors import InvalidPrompt, InvalidVideo, VideoLISAError
+from ..settings import APP_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE
+from ..video import probe
+from . import files, results, serving
+from .examples import Example, find_example, load_examples
+from .results import Look, RunResult
+
+MAX_TARGETS = 4
+MAX_QUEUE = 20
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="purple", neutral_hue="slate")
+
+PAPER_URL = "https://arxiv.org/abs/2409.19603"
+CODE_URL = "https://github.com/showlab/VideoLISA"
+MODEL_URL = "https://huggingface.co/ZechenBai/VideoLISA-3.8B"
+
+HOW_IT_WORKS = (
+    "How it works: the language model reads 32 frames spread over the video (4 of them in full detail, by default), "
+    "reasons about your instruction, and answers with one [SEG] token; that single token prompts SAM to "
+    "segment the target on every frame."
+)
+ANSWER_PLACEHOLDER = '<div class="vl-placeholder">The model\'s answer appears here, coloured like its mask.</div>'
+CONTOUR_CHOICES = [("fill + outline", "on"), ("outline only", "only"), ("fill only", "off")]  # render's modes
+DEFAULT_LOOK = Look()
+
+
+def launch_options(assets: Path) -> dict:
+    """What ``demo.launch`` needs besides the address (Gradio 6 takes theme and CSS at launch)."""
+    return dict(theme=THEME, css_paths=[Path(assets) / "style.css"], max_file_size=f"{APP_LIMITS.max_upload_mb:g}mb",
+                footer_links=["api", "gradio", "settings"], run_history=False)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _source(video: Optional[str], image: Optional[str]) -> str:
+    if video:
+        return video
+    if image:
+        return image
+    raise InvalidVideo("Upload a video or an image first (or pick one of the examples).")
+
+
+def _targets(prompts: Optional[str]) -> list[str]:
+    targets = results.target_prompts(prompts)
+    if not targets:
+        raise InvalidPrompt("Write what to segment in the prompt box, e.g. 'the animal that just woke up'.")
+    if len(targets) > MAX_TARGETS:
+        raise InvalidPrompt(f"There are {len(targets)} targets (one per line); this demo takes up to {MAX_TARGETS}.")
+    return targets
+
+
+def _look(color, opacity, contour, dim_background) -> Look:
+    look = Look(color=color or DEFAULT_LOOK.color, opacity=float(opacity), contour=contour,
+                dim_background=float(dim_background))
+    look.style(1)  # validates: a bad value is an InvalidSettings with a sentence
+    return look
+
+
+def _limits_line() -> str:
+    return f"**Limits:** {APP_LIMITS.describe()}, up to {MAX_TARGETS} targets per run."
+
+
+def _banner_html(status: serving.ModelStatus) -> str:
+    if not status.ready:
+        return (f'<div class="vl-banner vl-error"><b>The model is not loaded.</b> {html.escape(status.problem or "")} '
+                "The page works, but Run will say this until the weights can be loaded.</div>")
+    if status.tiny:
+        return ('<div class="vl-banner vl-warn"><b>Preview mode:</b> this page runs a tiny <i>random</i> '
+                "checkpoint, so its masks and answers are meaningless. Set <code>VIDEOLISA_MODEL</code> to the "
+                "released checkpoint for real results.</div>")
+    return ""
+
+
+def _header_html(assets: Path) -> str:
+    logo = (Path(assets) / "logo.svg").read_text(encoding="utf-8")
+    logo_uri = "data:image/svg+xml;utf8," + logo.replace('"', "'").replace("#", "%23").replace("\n", " ")
+    links = " ".join(f'<a href="{url}" target="_blank" rel="noopener">{text}</a>' for text, url in
+                     (("Paper (NeurIPS 2024)", PAPER_URL), ("Official code", CODE_URL), ("Model", MODEL_URL)))
+    return (
+        f'<div class="vl-header"><img src="{logo_uri}" alt=""><div>'
+        "<h1>VideoLISA: reasoning video segmentation</h1>"
+        '<p class="vl-subtitle">One Token to Seg Them All: Language Instructed Reasoning Segmentation in Videos '
+        "(Bai et al., NeurIPS 2024)</p>"
+        f'<div class="vl-links">{links}</div></div></div>'
+        f'<p class="vl-how">{html.escape(HOW_IT_WORKS)}</p>'
+    )
+
+
+def _describe(video: Optional[str], image: Optional[str]) -> str:
+    """The limits, and what will be processed of the current input (said before running)."""
+    lines = [_limits_line()]
+    path = video or image
+    if path:
+        try:
+            lines.append(f"**Your {'video' if video else 'image'}:** " + results.input_summary(probe(path), APP_LIMITS))
+        except VideoLISAError as exc:
+            lines.append(f"**This file cannot be used:** {exc}")
+    return "\n\n".join(lines)
+
+
+def _render(result: RunResult, look: Look, out_dir: Path, progress) -> tuple:
+    """The visible outputs of a result: overlay, answer, comparison, keyframes, timeline."""
+    progress(0.9, desc="Encoding the result video")
+    overlay = results.render_overlay(result, look, out_dir)
+    comparison = None
+    if result.post_optimized:
+        progress(0.93, desc="Encoding the raw vs refined comparison")
+        comparison = results.render_comparison(result, look, out_dir)
+    progress(0.97, desc="Drawing the keyframes and the timeline")
+    timeline = results.timeline(result, look)
+    return (str(overlay), results.answer_html(result, look), str(comparison) if comparison else None,
+            results.keyframes(result, look), timeline)
+
+
+def _reveal(comparison, timeline, *downloads):
+    """Show the outputs that have a value (comparison, timeline, downloads) and hide the others (page only)."""
+    return tuple(gr.update(visible=value is not None) for value in (comparison, timeline, *downloads))
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+def segment(video: Optional[str], image: Optional[str], prompts: str, sparse_frames: int = NUM_FRAMES_SPARSE,
+            dense_frames: int = NUM_FRAMES_DENSE, post_optimization: bool = False, text_answer: bool = True,
+            color: str = DEFAULT_LOOK.color, opacity: float = DEFAULT_LOOK.opacity,
+            contour: str = DEFAULT_LOOK.contour, dim_background: float = DEFAULT_LOOK.dim_background,
+            progress=gr.Progress()):
+    """Segment the targets described in `prompts` (one per line, up to 4) on every frame of `video`, or on `image`.
+
+    Returns the video with the masks drawn (original sound kept), the model's answers (HTML), the raw vs
+    post-optimized comparison video (when post-optimization ran), the dense keyframes, the timeline image,
+    the downloads (indexed PNG zip, npz, COCO RLE JSON, mask video, run card) and a JSON summary.
+    """
+    try:
+        source = _source(video, image)
+        targets = _targets(prompts)
+        look = _look(color, opacity, contour, dim_background)
+        progress(0.0, desc="Decoding the upload")
+        info = probe(source)
+        job = serving.GpuJob(video_path=source, prompts=tuple(targets), num_frames_sparse=int(sparse_frames),
+                             num_frames_dense=int(dense_frames), post_optimize=bool(post_optimization),
+                             generate_text=bool(text_answer), num_frames=results.frames_to_process(info, APP_LIMITS),
+                             width=info.width, height=info.height)
+        segmentations = serving.run_on_gpu(job, progress)
+        run_dir = files.new_request_dir()
+        name = Path(source).stem[:60] or "input"
+        progress(0.86, desc="Writing the downloads")
+        exports = results.export_run(segmentations, info, run_dir, name)
+        result = RunResult(source=source, name=name, run_dir=str(run_dir), info=info,
+                           segmentations=tuple(segmentations), exports=exports)
+        visible = _render(result, look, files.new_subdir(run_dir, "look-"), progress)
+    except VideoLISAError as exc:
+        raise gr.Error(str(exc), title="VideoLISA could not run") from exc
+    for sentence in results.notices(result):
+        gr.Info(sentence)
+    return (*visible, *(str(p) for p in result.exports.paths()), results.details(result), result)
+
+
+def restyle(result: Optional[RunResult], color, opacity, contour, dim_background, progress=gr.Progress()):
+    """Re-render this session's last result with a new look: no model call."""
+    if result is None:
+        return (gr.skip(),) * 5
+    try:
+        look = _look(color, opacity, contour, dim_background)
+        if not (Path(result.source).is_file() and Path(result.run_dir).is_dir()):
+            raise InvalidVideo("This result has expired (its input was cleaned up): press Run again.")
+        return _render(result, look, files.new_subdir(Path(result.run_dir), "look-"), progress)
+    except VideoLISAError as exc:
+        raise gr.Error(str(exc), title="Could not redraw the result") from exc
+
+
+# ---------------------------------------------------------------------------------------------- page
+
+
+def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] = None) -> gr.Blocks:
+    """The whole page. ``cache_examples`` defaults to lazy caching when the real model is loaded."""
+    status = serving.engine().status
+    examples = load_examples(examples_dir)
+    if cache_examples is None:
+        cache_examples = status.ready and not status.tiny
+
+    with gr.Blocks(title="VideoLISA: reasoning video segmentation", delete_cache=(1800, files.OUTPUT_TTL_S)) as demo:
+        gr.HTML(_header_html(assets))
+        gr.HTML(_banner_html(status), visible=not status.ready or status.tiny, elem_id="vl-banner")
+        state = gr.State(None, time_to_live=files.OUTPUT_TTL_S)
+
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                with gr.Tabs(selected="video") as tabs:
+                    with gr.Tab("Video", id="video"):
+                        video = gr.Video(label="Video", sources=["upload", "webcam"], height=360)
+                    with gr.Tab("Image", id="image"):
+                        image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=360)
+                summary = gr.Markdown(_describe(None, None), elem_classes="vl-limits", elem_id="vl-summary")
+            with gr.Column(scale=2):
+                prompts = gr.Textbox(
+                    label="What should be segmented?", lines=3, max_lines=MAX_TARGETS + 2,
+                    placeholder="e.g. Which character has just woken up? Please segment it.",
+                    info=f"One target per line (up to {MAX_TARGETS}), each in its own colour. Shift+Enter runs.",
+                )
+                with gr.Row():
+                    run = gr.Button("Run", variant="primary", scale=2, elem_id="vl-run")
+                    gr.ClearButton([video, image, prompts], value="Clear", scale=1)
+                with gr.Accordion("Settings", open=False, elem_id="vl-settings"):
+                    with gr.Row():
+                        sparse_frames = gr.Slider(4, 64, value=NUM_FRAMES_SPARSE, step=1, label="T_sparse",
+                                                  info="Frames the model samples over the video.")
+                        dense_frames = gr.Slider(1, 8, value=NUM_FRAMES_DENSE, step=1, label="T_dense",
+                                                 info="Of those, frames seen in full detail.")
+                    with gr.Row():
+                        post_optimization = gr.Checkbox(
+                            False, label="Post-optimization (SAM 2)",
+                            info="Re-track from the dense keyframes; shows raw vs refined side by side.")
+                        text_answer = gr.Checkbox(True, label="Text answer", info="Let the model answer in words.")
+                    gr.Markdown("**Look** (redraws the last result without running the model again)")
+                    with gr.Row():
+                        color = gr.ColorPicker(DEFAULT_LOOK.color, label="Colour of target 1")
+                        contour = gr.Radio(CONTOUR_CHOICES, value=DEFAULT_LOOK.contour, label="Masks drawn as")
+                    with gr.Row():
+                        opacity = gr.Slider(0, 1, value=DEFAULT_LOOK.opacity, step=0.05, label="Opacity",
+                                            elem_id="vl-opacity")
+                        dim_background = gr.Slider(0, 1, value=DEFAULT_LOOK.dim_background, step=0.05,
+                                                   label="Dim the background")
+                with gr.Row():
+                    gr.DeepLinkButton(value="Share this result", size="md")
+        examples_area = gr.Column()
+
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                overlay = gr.Video(label="Result: masks on every frame", interactive=False, height=420,
+                                   buttons=["download"], elem_id="vl-result")
+            with gr.Column(scale=2):
+                gr.Markdown("#### Answer")
+                answer = gr.HTML(ANSWER_PLACEHOLDER, elem_id="vl-answer")
+                with gr.Row(elem_classes="vl-downloads"):
+                    downloads = [
+                        gr.DownloadButton(label, visible=False, size="sm", variant="secondary", min_width=90)
+                        for label in ("PNG zip", "NumPy npz", "COCO RLE", "Mask video", "Run card")
+                    ]
+        comparison = gr.Video(label="Raw VideoLISA masks (left) vs post-optimized (right)", interactive=False,
+                              visible=False)
+        keyframes = gr.Gallery(label="Dense keyframes: the frames the model saw in full detail", columns=4,
+                               object_fit="contain", allow_preview=True, elem_id="vl-keyframes")
+        timeline = gr.Image(label="Timeline", type="filepath", interactive=False, visible=False, show_label=False,
+                            buttons=["download"])
+        with gr.Accordion("Run details", open=False):
+            run_details = gr.JSON(label="Summary")
+
+        visible_outputs = [overlay, answer, comparison, keyframes, timeline]
+        all_outputs = [*visible_outputs, *downloads, run_details]
+        inputs = [video, image, prompts, sparse_frames, dense_frames, post_optimization, text_answer, color,
+                  opacity, contour, dim_background]
+        look_inputs = [state, color, opacity, contour, dim_background]
+
+        revealed = [comparison, timeline, *downloads]
+        if examples:
+            with examples_area:
+                gr.Markdown("### Examples\nClick one to load it, then Run. Add `?example=<id>` to this page's address "
+                            "to link to one: " + ", ".join(f"`{e.id}`" for e in examples) + ".")
+                listed = gr.Examples(
+                    examples=[_example_row(e) for e in examples], inputs=[video, image, prompts],
+                    outputs=all_outputs, fn=_run_example, example_labels=[e.label for e in examples],
+                    cache_examples=cache_examples, cache_mode="lazy" if cache_examples else None,
+                )
+            if cache_examples:
+                listed.load_input_event.then(_reveal, revealed, revealed, api_visibility="private")
+        gr.HTML('<div class="vl-footer">Example media: <i>Big Buck Bunny</i> © Blender Foundation (CC BY 3.0); '
+                "photos from scikit-image (CC0). Outputs are kept for two hours, then deleted.</div>")
+
+        gpu_event = dict(concurrency_limit=1, concurrency_id="gpu")
+        run.click(segment, inputs, [*all_outputs, state], api_name="segment", **gpu_event).then(
+            _reveal, revealed, revealed, api_visibility="private")
+        prompts.submit(segment, inputs, [*all_outputs, state], api_visibility="private", **gpu_event).then(
+            _reveal, revealed, revealed, api_visibility="private")
+
+        render_event = dict(concurrency_limit=2, concurrency_id="render", api_visibility="private",
+                            trigger_mode="always_last")
+        for control, trigger in ((opacity, "release"), (dim_background, "release"), (color, "change"),
+                                 (contour, "change")):
+            getattr(control, trigger)(restyle, look_inputs, visible_outputs, **render_event)
+
+        # A new input makes the last result stale: forget it, show the new input's tab and what will be processed.
+        video.change(_on_video, [video, image], [image, tabs, summary, state], api_visibility="private",
+                     concurrency_limit=2, concurrency_id="probe")
+        image.change(_on_image, [video, image], [video, tabs, summary, state], api_visibility="private",
+                     concurrency_limit=2, concurrency_id="probe")
+
+        def open_from_url(request: gr.Request):
+            return _open_from_url(examples, request)
+
+        demo.load(open_from_url, None, [video, image, prompts], api_visibility="private")
+    return demo
+
+
+def _example_row(example: Example) -> list:
+    path = str(example.path)
+    return [path if example.is_video else None, None if example.is_video else path, example.prompt_text]
+
+
+def _run_example(video, image, prompts):
+    """Examples run with the default settings and look; their results are cached without a session state."""
+    return segment(video, image, prompts)[:-1]
+
+
+def _on_video(video, image):
+    if video:
+        return None, gr.Tabs(selected="video"), _describe(video, None), None
+    return gr.skip(), gr.skip(), _describe(None, image), None
+
+
+def _on_image(video, image):
+    if image:
+        return None, gr.Tabs(selected="image"), _describe(None, image), None
+    return gr.skip(), gr.skip(), _describe(video, None), None
+
+
+def _open_from_url(examples: tuple[Example, ...], request: gr.Request):
+    """?example=<id> opens an example with its prompt (&prompt=... replaces the prompt)."""
+    params = request.query_params if request is not None else {}
+    wanted, prompt = params.get("example"), params.get("prompt")
+    if not wanted:
+        return gr.skip(), gr.skip(), prompt if prompt else gr.skip()
+    example = find_example(examples, wanted)
+    if example is None:
+        gr.Warning(f"There is no example called '{wanted}'. Try one of: {', '.join(e.id for e in examples)}.")
+        return gr.skip(), gr.skip(), gr.skip()
+    video, image, text = _example_row(example)
+    return video, image, prompt or text

@@ -1,0 +1,217 @@
+"""The model behind the page: loaded once per process from the environment, and the one GPU function.
+
+On a ZeroGPU Space the GPU function runs in a forked worker that borrows a GPU for a declared time:
+its arguments and results cross the process boundary pickled, so both are plain data (a ``GpuJob``
+in, ``Segmentation`` results out), and the declared time is sized from the job by ``gpu_seconds``.
+Off Spaces ``spaces.GPU`` returns the function unchanged, so the same code runs on a local GPU or CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+from ..errors import ModelUnavailable, VideoLISAError
+from ..settings import APP_LIMITS, DEFAULT_MODEL, DEFAULT_SAM2
+
+try:
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:  # the library without the Space extras: same behaviour as spaces off Spaces
+
+    def gpu(duration):
+        return lambda fn: fn
+
+
+log = logging.getLogger(__name__)
+
+TINY = "tiny"
+# Values of VIDEOLISA_SAM2 that switch post-optimization off.
+SAM2_OFF = ("", "0", "off", "none", "false")
+
+# GPU time model (seconds), sized for one H100-class GPU with the released checkpoints: fixed costs of
+# a call, the language model per target (prefix, teacher-forced pass, text generation), and per frame
+# the decode + SAM ViT-H encoder (growing with the decoded pixels) and SAM 2 tracking per target.
+GPU_FIXED_S = 15.0
+GPU_PER_TARGET_S = 6.0
+GPU_PER_FRAME_S = 0.05
+GPU_PER_FRAME_PER_MEGAPIXEL_S = 0.03
+GPU_POSTOPT_PER_FRAME_S = 0.08
+GPU_SAFETY = 1.5
+GPU_MIN_S = 20
+DEFAULT_GPU_CAP_S = 120
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What the page says about its model: ready or not, and whether its masks mean anything."""
+
+    ready: bool
+    tiny: bool
+    label: str  # what was asked for: a hub id, a directory, or "tiny"
+    problem: Optional[str] = None  # why it is not ready, a sentence for people
+
+
+@dataclass(frozen=True)
+class GpuJob:
+    """One run, as the GPU worker needs it: already validated, small, picklable."""
+
+    video_path: str
+    prompts: tuple[str, ...]
+    num_frames_sparse: int
+    num_frames_dense: int
+    post_optimize: bool
+    generate_text: bool
+    num_frames: int  # frames that will be processed (after the duration limit)
+    width: int  # displayed size of the input
+    height: int
+
+
+class Engine:
+    """The loaded pipeline of this process, or the reason there is none."""
+
+    def __init__(self, pipeline, status: ModelStatus):
+        self.pipeline = pipeline
+        self.status = status
+
+    def require(self):
+        if self.pipeline is None:
+            raise ModelUnavailable(self.status.problem or "The model is not loaded.")
+        return self.pipeline
+
+
+_engine: Optional[Engine] = None
+_engine_lock = threading.Lock()
+
+
+def install(pipeline, *, tiny: bool, label: str) -> Engine:
+    """Serve an already loaded pipeline (tests and embedding); replaces any other."""
+    global _engine
+    with _engine_lock:
+        _engine = Engine(pipeline, ModelStatus(ready=True, tiny=tiny, label=label))
+        return _engine
+
+
+def engine() -> Engine:
+    """The process's engine, loaded from the environment on first use."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = load_from_environment(os.environ)
+        return _engine
+
+
+def _torch_device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_from_environment(env: Mapping[str, str]) -> Engine:
+    """Load the model named by VIDEOLISA_MODEL / VIDEOLISA_VISION_TOWER / VIDEOLISA_SAM2.
+
+    A model that cannot be loaded gives an engine without a pipeline whose status says why, so the
+    page still opens and explains it.
+    """
+    from ..pipeline import load_pipeline
+
+    model = env.get("VIDEOLISA_MODEL", "").strip() or DEFAULT_MODEL
+    tiny = model.lower() == TINY
+    sam2 = env.get("VIDEOLISA_SAM2", TINY if tiny else DEFAULT_SAM2).strip()
+    sam2 = None if sam2.lower() in SAM2_OFF else sam2
+    try:
+        if tiny:
+            model, sam2 = _write_tiny(sam2)
+        device = _torch_device()
+        # ZeroGPU wants the weights loaded on the CPU and moved with .to("cuda") at import time.
+        pipeline = load_pipeline(model, vision_tower=env.get("VIDEOLISA_VISION_TOWER") or None, device="cpu",
+                                 dtype="bfloat16" if device.type == "cuda" else None, sam2=sam2, limits=APP_LIMITS)
+        if device.type == "cuda":
+            pipeline.model.to(device)
+            pipeline.model.info = replace(pipeline.model.info, device=str(device))
+            _preload_post_optimizer(pipeline, device)
+    except (VideoLISAError, OSError, RuntimeError, ValueError) as exc:
+        log.exception("VideoLISA could not be loaded")
+        problem = str(exc) if isinstance(exc, VideoLISAError) else f"The model could not be loaded: {exc}"
+        return Engine(None, ModelStatus(ready=False, tiny=tiny, label=TINY if tiny else model, problem=problem))
+    return Engine(pipeline, ModelStatus(ready=True, tiny=tiny, label=TINY if tiny else model))
+
+
+def _write_tiny(sam2: Optional[str]) -> tuple[str, Optional[str]]:
+    """Write the tiny random checkpoints into a fresh directory; returns (model dir, SAM 2 dir or None)."""
+    from ..model.tiny import write_tiny_checkpoint
+    from ..model.tiny_sam2 import write_tiny_sam2
+
+    root = Path(tempfile.mkdtemp(prefix="videolisa-tiny-"))
+    model = str(write_tiny_checkpoint(root / "videolisa"))
+    if sam2 == TINY:
+        sam2 = str(write_tiny_sam2(root / "sam2"))
+    return model, sam2
+
+
+def _preload_post_optimizer(pipeline, device) -> None:
+    """Load SAM 2 at import time on a GPU machine, so ZeroGPU workers inherit it instead of loading it per call.
+
+    The pipeline loads its post-optimizer lazily on first use; this fills the same slot early.
+    A SAM 2 that cannot be loaded is left to the pipeline, which reports it in each result.
+    """
+    from ..postopt import PostOptimizer
+
+    if not pipeline.sam2:
+        return
+    try:
+        pipeline._post_optimizer = PostOptimizer.load(pipeline.sam2, device=device)
+    except ModelUnavailable:
+        log.exception("SAM 2 could not be preloaded; post-optimization will report why")
+
+
+def gpu_cap_seconds(env: Mapping[str, str] = os.environ) -> int:
+    """The longest GPU time one run may ask for (VIDEOLISA_GPU_SECONDS_MAX, default 120 s)."""
+    try:
+        return max(GPU_MIN_S, int(float(env.get("VIDEOLISA_GPU_SECONDS_MAX", DEFAULT_GPU_CAP_S))))
+    except ValueError:
+        return DEFAULT_GPU_CAP_S
+
+
+def gpu_seconds(job: GpuJob, progress: Any = None) -> int:
+    """GPU seconds to ask ZeroGPU for: estimated from frames x resolution x targets, capped by the setting.
+
+    Takes the GPU function's arguments, as ``spaces.GPU(duration=...)`` calls it. Shorter requests get
+    better queue priority, and a request above a visitor's remaining quota fails up front.
+    """
+    side = APP_LIMITS.max_inference_side
+    width, height = job.width, job.height
+    if side and min(width, height) > side:
+        scale = side / min(width, height)
+        width, height = width * scale, height * scale
+    megapixels = width * height / 1e6
+    targets = max(1, len(job.prompts))
+    per_frame = GPU_PER_FRAME_S + GPU_PER_FRAME_PER_MEGAPIXEL_S * megapixels
+    if job.post_optimize:
+        per_frame += GPU_POSTOPT_PER_FRAME_S * targets
+    estimate = GPU_FIXED_S + GPU_PER_TARGET_S * targets + per_frame * job.num_frames
+    return int(min(gpu_cap_seconds(), max(GPU_MIN_S, round(estimate * GPU_SAFETY))))
+
+
+def _reporter(progress) -> Callable[[str, float], None]:
+    """The pipeline's progress(stage, fraction) as Gradio progress, inside the model's share of the bar."""
+    if progress is None:
+        return lambda stage, fraction: None
+    return lambda stage, fraction: progress(0.05 + 0.8 * fraction, desc=stage)
+
+
+@gpu(duration=gpu_seconds)
+def run_on_gpu(job: GpuJob, progress: Any = None) -> list:
+    """Run the model on one job; returns one ``Segmentation`` per prompt (numpy on the CPU, picklable)."""
+    pipeline = engine().require()
+    return pipeline.segment_targets(
+        job.video_path, list(job.prompts), num_frames_sparse=job.num_frames_sparse,
+        num_frames_dense=job.num_frames_dense, post_optimize=job.post_optimize, generate_text=job.generate_text,
+        limits=APP_LIMITS, progress=_reporter(progress),
+    )
