@@ -322,6 +322,18 @@ def test_gpu_arguments_and_results_pickle(served, clip):
     np.testing.assert_array_equal(back[0].scores, results[0].scores)
 
 
+def test_library_errors_leave_the_gpu_function_as_gradio_errors(served, clip):
+    import gradio as gr
+
+    from videolisa.ui import serving
+
+    # A ZeroGPU worker passes gr.Error on as it is (pickled); anything else becomes "ZeroGPU worker error".
+    job = serving.GpuJob(str(clip), ("x" * 4001,), 4, 2, False, False, 3, 96, 64)
+    with pytest.raises(gr.Error) as caught:
+        serving.run_on_gpu(job)
+    assert "keep it under 4000" in str(pickle.loads(pickle.dumps(caught.value)))
+
+
 def test_the_gpu_function_is_decorated_with_a_sized_duration(monkeypatch):
     import spaces
 

@@ -235,8 +235,9 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                                             elem_id="vl-opacity")
                         dim_background = gr.Slider(0, 1, value=DEFAULT_LOOK.dim_background, step=0.05,
                                                    label="Dim the background")
-                with gr.Row():
-                    gr.DeepLinkButton(value="Share this result", size="md")
+                gr.DeepLinkButton(value="Share this result", size="md")
+                gr.Markdown("A shared link lasts while this server keeps its files; `?example=<id>` links to an "
+                            "example last for good.", elem_classes="vl-limits")
         examples_area = gr.Column()
 
         with gr.Row(equal_height=False):

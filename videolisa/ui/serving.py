@@ -35,14 +35,19 @@ TINY = "tiny"
 # Values of VIDEOLISA_SAM2 that switch post-optimization off.
 SAM2_OFF = ("", "0", "off", "none", "false")
 
-# GPU time model (seconds), sized for one H100-class GPU with the released checkpoints: fixed costs of
-# a call, the language model per target (prefix, teacher-forced pass, text generation), and per frame
-# the decode + SAM ViT-H encoder (growing with the decoded pixels) and SAM 2 tracking per target.
-GPU_FIXED_S = 15.0
-GPU_PER_TARGET_S = 6.0
-GPU_PER_FRAME_S = 0.05
-GPU_PER_FRAME_PER_MEGAPIXEL_S = 0.03
-GPU_POSTOPT_PER_FRAME_S = 0.08
+# GPU time model (seconds). Measured with the released architecture (random weights, bfloat16) on one
+# H100 for 150 frames of 720p: SAM's image encoder 41 ms per frame (its input is 1024 px whatever the
+# video's size), SAM's mask decoder 3 ms per frame and target, the language model 1.5 s per target and
+# text generation 5.3 s more; decoding costs about 3.3 ms per megapixel per frame on a 2-core CPU;
+# SAM 2.1 large tracks at 57 ms per frame (BENCHMARKS.md). Moving the weights to a ZeroGPU worker
+# is not measured: GPU_FIXED_S covers it with the probe.
+GPU_FIXED_S = 10.0
+GPU_PER_TARGET_S = 2.0
+GPU_TEXT_PER_TARGET_S = 6.0
+GPU_PER_FRAME_S = 0.045
+GPU_PER_FRAME_PER_MEGAPIXEL_S = 0.005
+GPU_PER_FRAME_PER_TARGET_S = 0.003
+GPU_POSTOPT_PER_FRAME_S = 0.06
 GPU_SAFETY = 1.5
 GPU_MIN_S = 20
 DEFAULT_GPU_CAP_S = 120
@@ -192,10 +197,11 @@ def gpu_seconds(job: GpuJob, progress: Any = None) -> int:
         width, height = width * scale, height * scale
     megapixels = width * height / 1e6
     targets = max(1, len(job.prompts))
-    per_frame = GPU_PER_FRAME_S + GPU_PER_FRAME_PER_MEGAPIXEL_S * megapixels
+    per_target = GPU_PER_TARGET_S + (GPU_TEXT_PER_TARGET_S if job.generate_text else 0.0)
+    per_frame = GPU_PER_FRAME_S + GPU_PER_FRAME_PER_MEGAPIXEL_S * megapixels + GPU_PER_FRAME_PER_TARGET_S * targets
     if job.post_optimize:
         per_frame += GPU_POSTOPT_PER_FRAME_S * targets
-    estimate = GPU_FIXED_S + GPU_PER_TARGET_S * targets + per_frame * job.num_frames
+    estimate = GPU_FIXED_S + per_target * targets + per_frame * job.num_frames
     return int(min(gpu_cap_seconds(), max(GPU_MIN_S, round(estimate * GPU_SAFETY))))
 
 
@@ -208,10 +214,23 @@ def _reporter(progress) -> Callable[[str, float], None]:
 
 @gpu(duration=gpu_seconds)
 def run_on_gpu(job: GpuJob, progress: Any = None) -> list:
-    """Run the model on one job; returns one ``Segmentation`` per prompt (numpy on the CPU, picklable)."""
-    pipeline = engine().require()
-    return pipeline.segment_targets(
-        job.video_path, list(job.prompts), num_frames_sparse=job.num_frames_sparse,
-        num_frames_dense=job.num_frames_dense, post_optimize=job.post_optimize, generate_text=job.generate_text,
-        limits=APP_LIMITS, progress=_reporter(progress),
-    )
+    """Run the model on one job; returns one ``Segmentation`` per prompt (numpy on the CPU, picklable).
+
+    Errors leave as ``gr.Error``: a ZeroGPU worker passes those on as they are, while any other
+    exception would reach people only as "ZeroGPU worker error".
+    """
+    import gradio as gr
+    import torch
+
+    try:
+        pipeline = engine().require()
+        return pipeline.segment_targets(
+            job.video_path, list(job.prompts), num_frames_sparse=job.num_frames_sparse,
+            num_frames_dense=job.num_frames_dense, post_optimize=job.post_optimize,
+            generate_text=job.generate_text, limits=APP_LIMITS, progress=_reporter(progress),
+        )
+    except VideoLISAError as exc:
+        raise gr.Error(str(exc), title="VideoLISA could not run") from exc
+    except torch.OutOfMemoryError as exc:
+        raise gr.Error("The GPU ran out of memory on this video: try a shorter or smaller video, fewer targets "
+                       "or no post-optimization.", title="Out of GPU memory") from exc
