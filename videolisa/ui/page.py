@@ -7,6 +7,7 @@ request writes into a fresh directory, and library errors reach people as ``gr.E
 from __future__ import annotations
 
 import html
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -196,7 +197,7 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
     with gr.Blocks(title="VideoLISA: reasoning video segmentation", delete_cache=(1800, files.OUTPUT_TTL_S)) as demo:
         gr.HTML(_header_html(assets))
         gr.HTML(_banner_html(status), visible=not status.ready or status.tiny, elem_id="vl-banner")
-        state = gr.State(None, time_to_live=files.OUTPUT_TTL_S)
+        state = gr.State(None, time_to_live=files.OUTPUT_TTL_S, delete_callback=_forget)
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
@@ -305,6 +306,12 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
 
         demo.load(open_from_url, None, [video, image, prompts], api_visibility="private")
     return demo
+
+
+def _forget(result: Optional[RunResult]) -> None:
+    """A session's result ends with the session: its files go too (the page holds Gradio's own copies)."""
+    if result is not None:
+        shutil.rmtree(result.run_dir, ignore_errors=True)
 
 
 def _example_row(example: Example) -> list:
