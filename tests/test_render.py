@@ -150,7 +150,10 @@ def test_render_video_of_a_range_keeps_the_matching_audio(clips, tmp_path):
     info = video.probe(source)
     full = _masks_for(info, objects=1)[0]
     part = PackedMasks(info.height, info.width, (full[i] for i in range(12, 36)))
-    out_path = render.render_video(source, [part], tmp_path / "part.mp4", start=12, stop=36)
+    calls = []
+    out_path = render.render_video(source, [part], tmp_path / "part.mp4", start=12, stop=36,
+                                   progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 24) for i in range(1, 25)]
     summary = media.stream_summary(out_path)
     assert summary["frames"] == 24
     assert summary["audio_duration"] == pytest.approx(1.0, abs=1 / 24)

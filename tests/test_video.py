@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +46,7 @@ def test_probe_reports_what_the_clip_is(clips, kind):
     # The rate is constant and keeps the duration (for VFR too): num_frames / fps == duration.
     assert info.num_frames / info.frame_rate == pytest.approx(info.duration, rel=1e-3)
     assert info.frame_times[0] == 0 and all(b > a for a, b in zip(info.frame_times, info.frame_times[1:]))
+    assert sum(1 for _ in video.iter_frames(info.path)) == info.num_frames  # one meaning of "frame i"
     if not expected["vfr"] and expected["container"] != "gif":  # GIF stores delays in 1/100 s
         assert info.frame_rate == expected["fps"]
 
