@@ -175,6 +175,16 @@ def test_bad_inputs_come_back_as_app_errors_with_a_human_message(served, client,
     assert served["calls"].calls - calls <= 1  # refused before the model, or by the pipeline's own checks
 
 
+def test_the_readme_call_works_with_keywords_and_defaults(client, clip):
+    from gradio_client import handle_file
+
+    out = client.predict(video=handle_file(str(clip)), image=None, prompts="the square", sparse_frames=4,
+                         dense_frames=2, api_name="/segment")
+    summary = out[-1]
+    assert len(out) == 11 and summary["targets"][0]["prompt"] == "the square"
+    assert isinstance(summary["targets"][0]["answer"], str)  # text answers default to on
+
+
 def test_only_segment_is_a_documented_endpoint(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert list(endpoints) == ["/segment"]
