@@ -49,7 +49,7 @@ class PackedMasks:
             return self._stack(range(*index.indices(len(self))))
         bits = self._bits[index]
         count = self.height * self.width
-        return np.unpackbits(bits, count=count).reshape(self.height, self.width).astype(bool)
+        return np.unpackbits(bits, count=count).reshape(self.height, self.width).view(bool)  # 0/1 bytes: a view
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):

@@ -274,6 +274,27 @@ class VideoLISAPipeline:
     def clear_cache(self) -> None:
         self.cache.clear()
 
+    def to(self, device) -> "VideoLISAPipeline":
+        """Move the model (and a loaded SAM 2) to ``device``; cached tensors are dropped."""
+        from dataclasses import replace
+
+        device = torch.device(device)
+        with self._lock:
+            self.model.to(device)
+            if self.model.info:
+                self.model.info = replace(self.model.info, device=str(device))
+            self.cache.clear()
+            self._post_optimizer = None
+        return self
+
+    def load_post_optimizer(self):
+        """Load SAM 2 now rather than at the first post-optimized run; raises ModelUnavailable if it cannot."""
+        from .postopt import PostOptimizer
+
+        if self._post_optimizer is None:
+            self._post_optimizer = PostOptimizer.load(self.sam2, device=self.model.device)
+        return self._post_optimizer
+
     # ------------------------------------------------------------------ checks
     def _check_prompt(self, prompt: str, limits: Limits) -> str:
         if not isinstance(prompt, str):
@@ -471,15 +492,14 @@ class VideoLISAPipeline:
 
     # ------------------------------------------------------------------ post-optimization
     def _post_optimize(self, source: FrameSource, raw: PackedMasks, scores: np.ndarray, dense_frames):
-        from .postopt import PostOptimizer, unavailable
+        from .postopt import unavailable
 
         references = {f: raw[f] for f in sorted(set(dense_frames))}
         try:
-            if self._post_optimizer is None:
-                self._post_optimizer = PostOptimizer.load(self.sam2, device=self.model.device)
+            optimizer = self.load_post_optimizer()
         except (ModelUnavailable, OSError) as exc:  # reported in the result, never silently skipped
             return raw, unavailable(str(exc), tuple(references))
-        return self._post_optimizer.refine(source.frames_range, source.num_frames, references, raw, scores)
+        return optimizer.refine(source.frames_range, source.num_frames, references, raw, scores)
 
 
 def load_pipeline(model: Optional[str] = None, vision_tower: Optional[str] = None, device=None, dtype=None,
