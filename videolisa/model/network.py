@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.attention
 from PIL import Image
 from torch import nn
 
@@ -350,8 +351,11 @@ class VideoLISAModel(nn.Module):
         """Final-norm hidden states [1, n, hidden] of positions start..start+n-1, and the KV cache."""
         n = inputs_embeds.shape[1]
         positions = torch.arange(start, start + n, device=self.device)[None]
-        out = self.llm.model(inputs_embeds=inputs_embeds, position_ids=positions, past_key_values=past_key_values,
-                             use_cache=past_key_values is not None)
+        # cuDNN's attention builds a plan per (query, key) length: a new prompt length, and every generated
+        # token, would pay for a new plan. The other kernels take any length as it comes.
+        with torch.nn.attention.sdpa_kernel(_LLM_ATTENTION_BACKENDS):
+            out = self.llm.model(inputs_embeds=inputs_embeds, position_ids=positions,
+                                 past_key_values=past_key_values, use_cache=past_key_values is not None)
         return out.last_hidden_state, out.past_key_values
 
     def next_token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -423,6 +427,8 @@ class VideoLISAModel(nn.Module):
         return self.sam.postprocess_masks(low[:, None].float(), input_size, original_size)[:, 0]
 
 
+_LLM_ATTENTION_BACKENDS = [torch.nn.attention.SDPBackend.FLASH_ATTENTION,
+                           torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION, torch.nn.attention.SDPBackend.MATH]
 _SAM_BIAS_BYTES = 1.1e9  # at most this much relative-position bias at once (two ViT-H frames in bf16)
 
 
