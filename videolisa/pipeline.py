@@ -172,7 +172,7 @@ class VideoLISAPipeline:
     """A loaded VideoLISA model and the caches that make repeated prompts on one video cheap."""
 
     def __init__(self, model: VideoLISAModel, sam2: Optional[str] = None, limits: Limits = NO_LIMITS,
-                 sam_batch_size: int = SAM_BATCH_SIZE, cache_mb: Optional[float] = None):
+                 sam_batch_size: int = SAM_BATCH_SIZE, cache_mb: Optional[float] = None, compile_sam: bool = False):
         self.model = model
         self.sam2 = sam2 or DEFAULT_SAM2
         self.limits = limits
@@ -182,6 +182,8 @@ class VideoLISAPipeline:
         self.cache = _ByteLRU(int(cache_mb * 1e6))
         self._post_optimizer = None
         self._lock = threading.Lock()  # one inference at a time on the shared model
+        if compile_sam:
+            model.compile_sam_encoder(self.sam_batch_size)
 
     # ------------------------------------------------------------------ public API
     def segment(self, video, prompt: str, num_frames_sparse: int = NUM_FRAMES_SPARSE,
@@ -432,8 +434,7 @@ class VideoLISAPipeline:
         input_size = self._input_size(source)
         kept: Optional[list[torch.Tensor]] = None if (cached is not None or naive) else []
         kept_bytes = 0
-        for start, stop, embeddings in self._embedding_batches(source, cached, 1 if naive else self.sam_batch_size,
-                                                                timer):
+        for start, stop, embeddings in self._embedding_batches(source, cached, naive, timer):
             if kept is not None:
                 kept.append(embeddings)
                 kept_bytes += embeddings.numel() * embeddings.element_size()
@@ -466,8 +467,12 @@ class VideoLISAPipeline:
             h, w = max(1, round(h * scale)), max(1, round(w * scale))
         return self.model.sam_input_size(h, w)
 
-    def _embedding_batches(self, source: FrameSource, cached: Optional[_SamEmbeddings], batch: int, timer: _Timer):
-        """(start, stop, SAM embeddings [B, 256, 64, 64]) over the whole video, from the cache or computed."""
+    def _embedding_batches(self, source: FrameSource, cached: Optional[_SamEmbeddings], naive: bool, timer: _Timer):
+        """(start, stop, SAM embeddings [B, 256, 64, 64]) over the whole video, from the cache or computed.
+
+        The naive mode encodes one frame at a time with segment-anything's own code, as the official loop does.
+        """
+        batch = 1 if naive else self.sam_batch_size
         if cached is not None:
             for start in range(0, source.num_frames, batch):
                 stop = min(start + batch, source.num_frames)
@@ -487,7 +492,7 @@ class VideoLISAPipeline:
             start, frames = item
             with timer("sam_encode"):
                 x, _ = self.model.sam_preprocess(frames)
-                embeddings = self.model.sam_encode(x)
+                embeddings = self.model.sam_encode(x, allow_compiled=not naive)
             yield start, start + len(frames), embeddings
 
     # ------------------------------------------------------------------ post-optimization
