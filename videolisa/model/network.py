@@ -484,11 +484,13 @@ def set_sam_attention(sam, fused: bool) -> None:
     """Use SDPA in SAM's image encoder (``fused=True``) or segment-anything's own attention (the official path)."""
     import types
 
+    # Attributes change only when the choice does: a compiled encoder guards on them and would recompile.
     for block in sam.image_encoder.blocks:
-        if fused:
+        current = block.attn.__dict__.get("forward")
+        if fused and current is None:
             block.attn.forward = types.MethodType(_sam_attention_sdpa, block.attn)
-        else:
-            block.attn.__dict__.pop("forward", None)
+        elif not fused and current is not None:
+            del block.attn.forward
 
 
 def _materialize(module: nn.Module, reader: WeightReader, prefix: str, device, dtype) -> nn.Module:
