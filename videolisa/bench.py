@@ -88,7 +88,7 @@ def run(args) -> dict:
     model = load(args.size, workdir, args.device, args.dtype)
     load_s = time.perf_counter() - t
     cuda = model.device.type == "cuda"
-    pipe = VideoLISAPipeline(model, sam_batch_size=args.batch, compile_sam=args.compile)
+    pipe = VideoLISAPipeline(model, sam_batch_size=args.batch)
     settings = dict(num_frames_sparse=args.sparse, num_frames_dense=args.dense)
 
     def timed(label, **kwargs):
@@ -160,7 +160,6 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive run")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false")
-    parser.add_argument("--compile", action="store_true", help="torch.compile SAM's image encoder (GPU)")
     parser.add_argument("--only-first", action="store_true", help="time the first prompt only (memory runs)")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)

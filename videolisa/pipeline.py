@@ -172,7 +172,7 @@ class VideoLISAPipeline:
     """A loaded VideoLISA model and the caches that make repeated prompts on one video cheap."""
 
     def __init__(self, model: VideoLISAModel, sam2: Optional[str] = None, limits: Limits = NO_LIMITS,
-                 sam_batch_size: int = SAM_BATCH_SIZE, cache_mb: Optional[float] = None, compile_sam: bool = False):
+                 sam_batch_size: int = SAM_BATCH_SIZE, cache_mb: Optional[float] = None):
         self.model = model
         self.sam2 = sam2 or DEFAULT_SAM2
         self.limits = limits
@@ -182,8 +182,6 @@ class VideoLISAPipeline:
         self.cache = _ByteLRU(int(cache_mb * 1e6))
         self._post_optimizer = None
         self._lock = threading.Lock()  # one inference at a time on the shared model
-        if compile_sam:
-            model.compile_sam_encoder(self.sam_batch_size)
 
     # ------------------------------------------------------------------ public API
     def segment(self, video, prompt: str, num_frames_sparse: int = NUM_FRAMES_SPARSE,
@@ -492,7 +490,7 @@ class VideoLISAPipeline:
             start, frames = item
             with timer("sam_encode"):
                 x, _ = self.model.sam_preprocess(frames)
-                embeddings = self.model.sam_encode(x, allow_compiled=not naive)
+                embeddings = self.model.sam_encode(x)
             yield start, start + len(frames), embeddings
 
     # ------------------------------------------------------------------ post-optimization

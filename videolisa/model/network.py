@@ -383,28 +383,10 @@ class VideoLISAModel(nn.Module):
         x = self.sam.preprocess(x)  # normalise in float32, then pad bottom/right
         return x.to(self.dtype), tuple(resized.shape[1:3])
 
-    def compile_sam_encoder(self, batch_size: int) -> None:
-        """Compile SAM's image encoder with ``torch.compile`` for batches of ``batch_size`` frames.
-
-        About 2x faster on an H100 after a one-minute compile; worth it for a long-running server on a
-        local GPU (not on ZeroGPU, which forbids it). Smaller batches are zero-padded, so one graph serves all.
-        """
-        self._compiled_encoder = (torch.compile(self.sam.image_encoder), int(batch_size))
-
     @torch.inference_mode()
-    def sam_encode(self, x: torch.Tensor, allow_compiled: bool = True) -> torch.Tensor:
+    def sam_encode(self, x: torch.Tensor) -> torch.Tensor:
         """SAM image embeddings: [B, 3, 1024, 1024] -> [B, 256, 64, 64]."""
-        compiled = getattr(self, "_compiled_encoder", None)
-        if compiled is None or not allow_compiled:
-            return self.sam.image_encoder(x)
-        encoder, batch = compiled
-        out = []
-        for i in range(0, len(x), batch):
-            chunk = x[i:i + batch]
-            if len(chunk) < batch:
-                chunk = torch.cat([chunk, chunk.new_zeros((batch - len(chunk), *chunk.shape[1:]))])
-            out.append(encoder(chunk)[: len(x) - i])
-        return torch.cat(out)
+        return self.sam.image_encoder(x)
 
     def dense_pe(self) -> torch.Tensor:
         """SAM's dense positional encoding [1, 256, 64, 64], computed once per device and dtype.
@@ -484,7 +466,7 @@ def set_sam_attention(sam, fused: bool) -> None:
     """Use SDPA in SAM's image encoder (``fused=True``) or segment-anything's own attention (the official path)."""
     import types
 
-    # Attributes change only when the choice does: a compiled encoder guards on them and would recompile.
+    # Touch the modules only when the choice changes (rebinding on every call would churn their state).
     for block in sam.image_encoder.blocks:
         current = block.attn.__dict__.get("forward")
         if fused and current is None:
