@@ -38,11 +38,12 @@ def sanitize_user_text(text: str, reserved: list[str] | tuple[str, ...] = ()) ->
     """
     if not isinstance(text, str):
         raise InvalidPrompt("The prompt must be text.")
-    text = _CONTROL_CHARS.sub(" ", text).strip()
+    # The text is otherwise passed on as typed (spaces included), as the official chat does.
+    text = _CONTROL_CHARS.sub(" ", text)
     for token in sorted({IMAGE_PLACEHOLDER, SEG_TOKEN, *reserved}, key=len, reverse=True):
         if token in text:
             text = text.replace(token, token.strip("<>[]|"))
-    if not text:
+    if not text.strip():
         raise InvalidPrompt("The prompt is empty: describe the target to segment, e.g. \"the dog that jumps\".")
     return text
 
