@@ -35,3 +35,10 @@ def test_an_unavailable_sam2_returns_the_raw_masks_and_says_why(tiny_model, smal
     assert not seg.post_optimization.applied
     assert "unavailable" in seg.post_optimization.reason and "no-sam2-here" in seg.post_optimization.reason
     assert seg.masks == seg.raw_masks
+
+
+def test_post_optimization_switched_off_says_so(tiny_model, small_frames):
+    seg = VideoLISAPipeline(tiny_model, sam2=None).segment(small_frames, "the yellow square", **SETTINGS)
+    assert not seg.post_optimization.applied
+    assert "No SAM 2 checkpoint is configured" in seg.post_optimization.reason
+    assert seg.masks == seg.raw_masks

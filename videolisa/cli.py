@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import ModelUnavailable, VideoLISAError
-from .settings import DEFAULT_MODEL, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, Limits
+from .settings import DEFAULT_MODEL, DEFAULT_SAM2, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, Limits
 
 EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3
 
@@ -25,8 +25,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--vision-tower", default=None,
                        help="CLIP vision tower: hub id or directory (default: the one named in config.json)")
     group.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of --model")
-    group.add_argument("--sam2", default=None,
-                       help="SAM 2 video checkpoint for --post-optimize: hub id or directory")
+    group.add_argument("--sam2", default=DEFAULT_SAM2,
+                       help="SAM 2 video checkpoint for --post-optimize: hub id or directory (default: %(default)s)")
     group.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     group.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                        help="default: bfloat16 on cuda, float32 on cpu")

@@ -171,10 +171,10 @@ class _Answer:
 class VideoLISAPipeline:
     """A loaded VideoLISA model and the caches that make repeated prompts on one video cheap."""
 
-    def __init__(self, model: VideoLISAModel, sam2: Optional[str] = None, limits: Limits = NO_LIMITS,
+    def __init__(self, model: VideoLISAModel, sam2: Optional[str] = DEFAULT_SAM2, limits: Limits = NO_LIMITS,
                  sam_batch_size: int = SAM_BATCH_SIZE, cache_mb: Optional[float] = None):
         self.model = model
-        self.sam2 = sam2 or DEFAULT_SAM2
+        self.sam2 = sam2  # None: post-optimization is switched off (and says so)
         self.limits = limits
         self.sam_batch_size = max(1, int(sam_batch_size))
         if cache_mb is None:
@@ -291,6 +291,8 @@ class VideoLISAPipeline:
         """Load SAM 2 now rather than at the first post-optimized run; raises ModelUnavailable if it cannot."""
         from .postopt import PostOptimizer
 
+        if not self.sam2:
+            raise ModelUnavailable("No SAM 2 checkpoint is configured for post-optimization.")
         if self._post_optimizer is None:
             self._post_optimizer = PostOptimizer.load(self.sam2, device=self.model.device)
         return self._post_optimizer
@@ -506,7 +508,7 @@ class VideoLISAPipeline:
 
 
 def load_pipeline(model: Optional[str] = None, vision_tower: Optional[str] = None, device=None, dtype=None,
-                  revision: Optional[str] = None, sam2: Optional[str] = None, limits: Limits = NO_LIMITS,
+                  revision: Optional[str] = None, sam2: Optional[str] = DEFAULT_SAM2, limits: Limits = NO_LIMITS,
                   **kwargs) -> VideoLISAPipeline:
     """Load VideoLISA (hub id or local directory) and return a ready pipeline.
 

@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -138,9 +138,8 @@ def load_from_environment(env: Mapping[str, str]) -> Engine:
         pipeline = load_pipeline(model, vision_tower=env.get("VIDEOLISA_VISION_TOWER") or None, device="cpu",
                                  dtype="bfloat16" if device.type == "cuda" else None, sam2=sam2, limits=APP_LIMITS)
         if device.type == "cuda":
-            pipeline.model.to(device)
-            pipeline.model.info = replace(pipeline.model.info, device=str(device))
-            _preload_post_optimizer(pipeline, device)
+            pipeline.to(device)
+            _preload_post_optimizer(pipeline)
     except (VideoLISAError, OSError, RuntimeError, ValueError) as exc:
         log.exception("VideoLISA could not be loaded")
         problem = str(exc) if isinstance(exc, VideoLISAError) else f"The model could not be loaded: {exc}"
@@ -160,18 +159,15 @@ def _write_tiny(sam2: Optional[str]) -> tuple[str, Optional[str]]:
     return model, sam2
 
 
-def _preload_post_optimizer(pipeline, device) -> None:
+def _preload_post_optimizer(pipeline) -> None:
     """Load SAM 2 at import time on a GPU machine, so ZeroGPU workers inherit it instead of loading it per call.
 
-    The pipeline loads its post-optimizer lazily on first use; this fills the same slot early.
     A SAM 2 that cannot be loaded is left to the pipeline, which reports it in each result.
     """
-    from ..postopt import PostOptimizer
-
     if not pipeline.sam2:
         return
     try:
-        pipeline._post_optimizer = PostOptimizer.load(pipeline.sam2, device=device)
+        pipeline.load_post_optimizer()
     except ModelUnavailable:
         log.exception("SAM 2 could not be preloaded; post-optimization will report why")
 
