@@ -238,7 +238,8 @@ def test_post_optimization_shows_raw_versus_refined(served, clip):
 
 def test_a_long_video_is_trimmed_with_a_notice(served, monkeypatch, tmp_path):
     from videolisa.settings import Limits
-    from videolisa.ui import page, results, serving
+    from videolisa.source import frames_to_process
+    from videolisa.ui import page, serving
 
     limits = Limits(max_duration_s=0.25, max_inference_side=1080)
     monkeypatch.setattr(page, "APP_LIMITS", limits)
@@ -250,7 +251,7 @@ def test_a_long_video_is_trimmed_with_a_notice(served, monkeypatch, tmp_path):
     assert _stream(out[0])["frames"] == 3
     assert "Only the first 0.2 s (frames 0-2) of the 0.5 s video were processed" in out[1]
     assert out[-2]["processed_frames"] == [0, 2]
-    assert results.frames_to_process(out[-1].info, limits) == 3
+    assert frames_to_process(out[-1].info, limits) == 3
 
 
 def test_url_parameters_open_an_example_with_its_prompt(served):

@@ -33,6 +33,7 @@ class Limits:
     max_upload_mb: Optional[float] = None
     max_duration_s: Optional[float] = None
     max_frames: Optional[int] = None
+    max_pixels: Optional[int] = None  # width x height; larger videos and images are refused before decoding
     max_inference_side: Optional[int] = None  # frames are downscaled so their short side is at most this
     max_prompt_tokens: Optional[int] = None
     max_prompt_chars: Optional[int] = None
@@ -45,6 +46,8 @@ class Limits:
             parts.append(f"the first {self.max_duration_s:g} s of a video")
         if self.max_frames:
             parts.append(f"at most {self.max_frames} frames")
+        if self.max_pixels:
+            parts.append(f"up to {self.max_pixels / 1e6:.1f} megapixels per frame")
         if self.max_inference_side:
             parts.append(f"frames read at up to {self.max_inference_side}p for inference (output at full size)")
         if self.max_prompt_tokens:
@@ -54,10 +57,13 @@ class Limits:
 
 NO_LIMITS = Limits()
 
-# What the public app applies by default.
+# What the public app applies by default. 1800 frames is 60 s at 30 fps: high-frame-rate clips are
+# trimmed sooner. 4096x2160 (DCI 4K) also admits UHD; 8K would take minutes to decode and re-encode.
 APP_LIMITS = Limits(
     max_upload_mb=200,
     max_duration_s=60,
+    max_frames=1800,
+    max_pixels=4096 * 2160,
     max_inference_side=1080,
     max_prompt_tokens=512,
     max_prompt_chars=4000,

@@ -12,11 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+import av
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from .errors import InputTooLarge, InvalidVideo
 from .settings import Limits
+
+# Image formats whose header size we trust (the ones the reader takes, GIF included); for anything
+# else Pillow may guess a format from weak magic bytes, so the container's header is asked instead.
+_HEADER_IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "TIFF", "GIF"}
 
 
 def downscale(frame: np.ndarray, max_side: Optional[int]) -> np.ndarray:
@@ -87,27 +93,74 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()[:32]
 
 
+def _header_size(path: Path) -> Optional[tuple[int, int]]:
+    """(width, height) as the file's header states it, without decoding a picture; None when it cannot tell."""
+    try:
+        with Image.open(path) as image:
+            if image.format in _HEADER_IMAGE_FORMATS:
+                return image.size
+    except Image.DecompressionBombError:
+        raise InputTooLarge(
+            f"'{path.name}' is an image of more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels: "
+            "downscale it and try again."
+        ) from None
+    except (UnidentifiedImageError, OSError):
+        pass
+    try:
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            if container.streams.video:
+                codec = container.streams.video[0].codec_context
+                if codec.width and codec.height:
+                    return codec.width, codec.height
+    except (av.error.FFmpegError, UnicodeDecodeError):
+        pass  # not a readable video: the decoder says so in its own words
+    return None
+
+
+def check_file(video, limits: Limits) -> Path:
+    """Refuse a file over the upload-size or picture-size limit from its size and header alone, before decoding."""
+    path = Path(video)
+    if not path.is_file():
+        raise InvalidVideo(f"No video file at {path}: check the path.")
+    size_mb = path.stat().st_size / 2**20  # MB as Gradio counts them, so its upload limit and ours agree
+    if limits.max_upload_mb and size_mb > limits.max_upload_mb:
+        raise InputTooLarge(
+            f"The file is {size_mb:.0f} MB, more than the {limits.max_upload_mb:g} MB this demo accepts: "
+            "trim or compress the video and try again."
+        )
+    if limits.max_pixels:
+        size = _header_size(path)
+        if size is not None and size[0] * size[1] > limits.max_pixels:
+            width, height = size
+            raise InputTooLarge(
+                f"'{path.name}' is {width}x{height} ({width * height / 1e6:.1f} megapixels per frame), more than "
+                f"the {limits.max_pixels / 1e6:.1f} megapixels this demo accepts: downscale it (1920x1080 is "
+                "2.1 megapixels) and try again."
+            )
+    return path
+
+
+def frames_to_process(info, limits: Limits) -> int:
+    """How many leading frames of a probed video (``video.VideoInfo``) the duration and frame limits keep."""
+    from . import video as videoio
+
+    stop = info.num_frames
+    if limits.max_duration_s and info.duration > limits.max_duration_s:
+        stop = max(1, videoio.frames_within(info, limits.max_duration_s))
+    if limits.max_frames and stop > limits.max_frames:
+        stop = limits.max_frames
+    return stop
+
+
 def open_source(video, limits: Limits) -> tuple[FrameSource, list[str]]:
     """A FrameSource for a path or an array of RGB uint8 frames [T, H, W, 3], and notices about applied limits."""
     notices: list[str] = []
     if isinstance(video, (str, os.PathLike)):
         from . import video as videoio
 
-        path = Path(video)
-        if not path.is_file():
-            raise InvalidVideo(f"No video file at {path}: check the path.")
-        size_mb = path.stat().st_size / 1e6
-        if limits.max_upload_mb and size_mb > limits.max_upload_mb:
-            raise InputTooLarge(
-                f"The file is {size_mb:.0f} MB, more than the {limits.max_upload_mb:g} MB this demo accepts: "
-                "trim or compress the video and try again."
-            )
+        path = check_file(video, limits)
         info = videoio.probe(path)
-        stop = info.num_frames
-        if limits.max_duration_s and info.duration > limits.max_duration_s:
-            stop = max(1, videoio.frames_within(info, limits.max_duration_s))
-        if limits.max_frames and stop > limits.max_frames:
-            stop = limits.max_frames
+        stop = frames_to_process(info, limits)
         if stop < info.num_frames:
             shown = stop / info.fps if info.fps else 0
             notices.append(
@@ -124,6 +177,11 @@ def open_source(video, limits: Limits) -> tuple[FrameSource, list[str]]:
             notices.append(f"Only the first {limits.max_frames} of {len(frames)} frames were processed.")
             frames = frames[: limits.max_frames]
         height, width = frames.shape[1:3]
+        if limits.max_pixels and height * width > limits.max_pixels:
+            raise InputTooLarge(
+                f"The frames are {width}x{height} ({width * height / 1e6:.1f} megapixels), more than the "
+                f"{limits.max_pixels / 1e6:.1f} megapixels allowed: downscale them and try again."
+            )
         key_parts = [hashlib.sha256(np.ascontiguousarray(frames).data).hexdigest()[:32]]
         source = FrameSource(num_frames=len(frames), height=height, width=width, fps=0.0,
                              max_side=limits.max_inference_side, key="", _frames=frames)

@@ -1,27 +1,32 @@
 """The Gradio page: layout and events. Model work goes through ``serving``, drawing through ``results``.
 
 A session's last result lives in its own ``gr.State`` (masks and paths, nothing global), every
-request writes into a fresh directory, and library errors reach people as ``gr.Error`` sentences.
+request writes into a fresh directory that goes when the session's result is replaced, forgotten or
+expires, and library errors reach people as ``gr.Error`` sentences.
 """
 
 from __future__ import annotations
 
 import html
-import shutil
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import gradio as gr
 
 from ..errors import InvalidPrompt, InvalidVideo, VideoLISAError
 from ..settings import APP_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE
+from ..source import check_file, frames_to_process
 from ..video import probe
-from . import files, results, serving
+from . import files, results, serving, uploads
 from .examples import Example, find_example, load_examples
+from .inputs import choice, image_input, setting
 from .results import Look, RunResult
 
 MAX_TARGETS = 4
 MAX_QUEUE = 20
+# Gradio keeps a copy of the page's config per session (about 1 MB): this many sessions, least recent out.
+MAX_SESSIONS = 1000
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="purple", neutral_hue="slate")
 
 PAPER_URL = "https://arxiv.org/abs/2409.19603"
@@ -34,14 +39,21 @@ HOW_IT_WORKS = (
     "segment the target on every frame."
 )
 ANSWER_PLACEHOLDER = '<div class="vl-placeholder">The model\'s answer appears here, coloured like its mask.</div>'
-CONTOUR_CHOICES = [("fill + outline", "on"), ("outline only", "only"), ("fill only", "off")]  # render's modes
+CONTOUR_CHOICES = (("fill + outline", "on"), ("outline only", "only"), ("fill only", "off"))  # render's modes
 DEFAULT_LOOK = Look()
 
 
-def launch_options(assets: Path) -> dict:
-    """What ``demo.launch`` needs besides the address (Gradio 6 takes theme and CSS at launch)."""
+def launch_options(assets: Path, env: Mapping[str, str] = os.environ) -> dict:
+    """What ``demo.launch`` needs besides the address (Gradio 6 takes theme and CSS at launch).
+
+    Uploads over the size limit are refused before they are stored (the page and gradio_client check
+    first; the server answers a raw upload with our sentence), and the sessions kept in memory are
+    bounded (VIDEOLISA_MAX_SESSIONS): an evicted session's look controls no longer redraw its result.
+    """
     return dict(theme=THEME, css_paths=[Path(assets) / "style.css"], max_file_size=f"{APP_LIMITS.max_upload_mb:g}mb",
-                footer_links=["api", "gradio", "settings"], run_history=False)
+                footer_links=["api", "gradio", "settings"], run_history=False,
+                app_kwargs=dict(middleware=uploads.middleware()),
+                state_session_capacity=int(env.get("VIDEOLISA_MAX_SESSIONS", MAX_SESSIONS)))
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -107,7 +119,8 @@ def _describe(video: Optional[str], image: Optional[str]) -> str:
     path = video or image
     if path:
         try:
-            lines.append(f"**Your {'video' if video else 'image'}:** " + results.input_summary(probe(path), APP_LIMITS))
+            info = probe(check_file(path, APP_LIMITS))  # sizes first: nothing over the limits is decoded
+            lines.append(f"**Your {'video' if video else 'image'}:** " + results.input_summary(info, APP_LIMITS))
         except VideoLISAError as exc:
             lines.append(f"**This file cannot be used:** {exc}")
     return "\n\n".join(lines)
@@ -139,7 +152,7 @@ def segment(video: Optional[str], image: Optional[str], prompts: str, sparse_fra
             dense_frames: int = NUM_FRAMES_DENSE, post_optimization: bool = False, text_answer: bool = True,
             color: str = DEFAULT_LOOK.color, opacity: float = DEFAULT_LOOK.opacity,
             contour: str = DEFAULT_LOOK.contour, dim_background: float = DEFAULT_LOOK.dim_background,
-            progress=gr.Progress()):
+            previous: Optional[RunResult] = None, progress=gr.Progress()):
     """Segment the targets described in `prompts` (one per line, up to 4) on every frame of `video`, or on `image`.
 
     Returns the video with the masks drawn (original sound kept), the model's answers (HTML), the raw vs
@@ -151,10 +164,10 @@ def segment(video: Optional[str], image: Optional[str], prompts: str, sparse_fra
         targets = _targets(prompts)
         look = _look(color, opacity, contour, dim_background)
         progress(0.0, desc="Decoding the upload")
-        info = probe(source)
+        info = probe(check_file(source, APP_LIMITS))  # sizes first: nothing over the limits is decoded
         job = serving.GpuJob(video_path=source, prompts=tuple(targets), num_frames_sparse=int(sparse_frames),
                              num_frames_dense=int(dense_frames), post_optimize=bool(post_optimization),
-                             generate_text=bool(text_answer), num_frames=results.frames_to_process(info, APP_LIMITS),
+                             generate_text=bool(text_answer), num_frames=frames_to_process(info, APP_LIMITS),
                              width=info.width, height=info.height)
         segmentations = serving.run_on_gpu(job, progress)
         run_dir = files.new_request_dir()
@@ -162,10 +175,11 @@ def segment(video: Optional[str], image: Optional[str], prompts: str, sparse_fra
         progress(0.86, desc="Writing the downloads")
         exports = results.export_run(segmentations, info, run_dir, name)
         result = RunResult(source=source, name=name, run_dir=str(run_dir), info=info,
-                           segmentations=tuple(segmentations), exports=exports)
+                           segmentations=tuple(results.kept(s) for s in segmentations), exports=exports)
         visible = _render(result, look, files.new_subdir(run_dir, "look-"), progress)
     except VideoLISAError as exc:
         raise gr.Error(str(exc), title="VideoLISA could not run") from exc
+    _forget(previous)  # the session's earlier result is replaced: its files go
     for sentence in results.notices(result):
         gr.Info(sentence)
     return (*visible, *(str(p) for p in result.exports.paths()), results.details(result), result)
@@ -194,7 +208,8 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
     if cache_examples is None:
         cache_examples = status.ready and not status.tiny
 
-    with gr.Blocks(title="VideoLISA: reasoning video segmentation", delete_cache=(1800, files.OUTPUT_TTL_S)) as demo:
+    # Gradio's cache (uploads and its copies of our outputs) is swept every 10 minutes for files past our TTL.
+    with gr.Blocks(title="VideoLISA: reasoning video segmentation", delete_cache=(600, files.OUTPUT_TTL_S)) as demo:
         gr.HTML(_header_html(assets))
         gr.HTML(_banner_html(status), visible=not status.ready or status.tiny, elem_id="vl-banner")
         state = gr.State(None, time_to_live=files.OUTPUT_TTL_S, delete_callback=_forget)
@@ -205,7 +220,7 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                     with gr.Tab("Video", id="video"):
                         video = gr.Video(label="Video", sources=["upload", "webcam"], height=360)
                     with gr.Tab("Image", id="image"):
-                        image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=360)
+                        image = image_input(label="Image", sources=["upload", "clipboard"], height=360)
                 summary = gr.Markdown(_describe(None, None), elem_classes="vl-limits", elem_id="vl-summary")
             with gr.Column(scale=2):
                 prompts = gr.Textbox(
@@ -218,9 +233,9 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                     gr.ClearButton([video, image, prompts], value="Clear", scale=1)
                 with gr.Accordion("Settings", open=False, elem_id="vl-settings"):
                     with gr.Row():
-                        sparse_frames = gr.Slider(4, 64, value=NUM_FRAMES_SPARSE, step=1, label="T_sparse",
+                        sparse_frames = setting(4, 64, value=NUM_FRAMES_SPARSE, step=1, label="T_sparse",
                                                   info="Frames the model samples over the video.")
-                        dense_frames = gr.Slider(1, 8, value=NUM_FRAMES_DENSE, step=1, label="T_dense",
+                        dense_frames = setting(1, 8, value=NUM_FRAMES_DENSE, step=1, label="T_dense",
                                                  info="Of those, frames seen in full detail.")
                     with gr.Row():
                         post_optimization = gr.Checkbox(
@@ -230,11 +245,11 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                     gr.Markdown("**Look** (redraws the last result without running the model again)")
                     with gr.Row():
                         color = gr.ColorPicker(DEFAULT_LOOK.color, label="Colour of target 1")
-                        contour = gr.Radio(CONTOUR_CHOICES, value=DEFAULT_LOOK.contour, label="Masks drawn as")
+                        contour = choice(list(CONTOUR_CHOICES), value=DEFAULT_LOOK.contour, label="Masks drawn as")
                     with gr.Row():
-                        opacity = gr.Slider(0, 1, value=DEFAULT_LOOK.opacity, step=0.05, label="Opacity",
+                        opacity = setting(0, 1, value=DEFAULT_LOOK.opacity, step=0.05, label="Opacity",
                                             elem_id="vl-opacity")
-                        dim_background = gr.Slider(0, 1, value=DEFAULT_LOOK.dim_background, step=0.05,
+                        dim_background = setting(0, 1, value=DEFAULT_LOOK.dim_background, step=0.05,
                                                    label="Dim the background")
                 gr.DeepLinkButton(value="Share this result", size="md")
                 gr.Markdown("A shared link lasts while this server keeps its files; `?example=<id>` links to an "
@@ -284,9 +299,9 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                 "photos from scikit-image (CC0). Outputs are kept for two hours, then deleted.</div>")
 
         gpu_event = dict(concurrency_limit=1, concurrency_id="gpu")
-        run.click(segment, inputs, [*all_outputs, state], api_name="segment", **gpu_event).then(
+        run.click(segment, [*inputs, state], [*all_outputs, state], api_name="segment", **gpu_event).then(
             _reveal, revealed, revealed, api_visibility="private")
-        prompts.submit(segment, inputs, [*all_outputs, state], api_visibility="private", **gpu_event).then(
+        prompts.submit(segment, [*inputs, state], [*all_outputs, state], api_visibility="private", **gpu_event).then(
             _reveal, revealed, revealed, api_visibility="private")
 
         render_event = dict(concurrency_limit=2, concurrency_id="render", api_visibility="private",
@@ -296,9 +311,9 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
             getattr(control, trigger)(restyle, look_inputs, visible_outputs, **render_event)
 
         # A new input makes the last result stale: forget it, show the new input's tab and what will be processed.
-        video.change(_on_video, [video, image], [image, tabs, summary, state], api_visibility="private",
+        video.change(_on_video, [video, image, state], [image, tabs, summary, state], api_visibility="private",
                      concurrency_limit=2, concurrency_id="probe")
-        image.change(_on_image, [video, image], [video, tabs, summary, state], api_visibility="private",
+        image.change(_on_image, [video, image, state], [video, tabs, summary, state], api_visibility="private",
                      concurrency_limit=2, concurrency_id="probe")
 
         def open_from_url(request: gr.Request):
@@ -309,9 +324,9 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
 
 
 def _forget(result: Optional[RunResult]) -> None:
-    """A session's result ends with the session: its files go too (the page holds Gradio's own copies)."""
+    """A session's result ends with the session, or when replaced: its files go too (the page holds Gradio's copies)."""
     if result is not None:
-        shutil.rmtree(result.run_dir, ignore_errors=True)
+        files.remove_request_dir(result.run_dir)
 
 
 def _example_row(example: Example) -> list:
@@ -324,13 +339,15 @@ def _run_example(video, image, prompts):
     return segment(video, image, prompts)[:-1]
 
 
-def _on_video(video, image):
+def _on_video(video, image, previous):
+    _forget(previous)
     if video:
         return None, gr.Tabs(selected="video"), _describe(video, None), None
     return gr.skip(), gr.skip(), _describe(None, image), None
 
 
-def _on_image(video, image):
+def _on_image(video, image, previous):
+    _forget(previous)
     if image:
         return None, gr.Tabs(selected="image"), _describe(None, image), None
     return gr.skip(), gr.skip(), _describe(video, None), None

@@ -7,16 +7,18 @@ a session's ``RunResult`` without running the model again.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import cv2
 import numpy as np
 
 from ..export import export_all
 from ..render import PALETTE, OverlayStyle, parse_color, render_frame, render_video
-from ..video import VideoInfo, VideoWriter, audio_offset, frames_within, iter_frames, prefetch, read_frames
+from ..source import frames_to_process
+from ..video import VideoInfo, VideoWriter, audio_offset, iter_frames, prefetch, read_frames
 from .timeline import Track, draw_timeline, format_time
 
 RGB = tuple[int, int, int]
@@ -69,6 +71,55 @@ def export_run(segmentations, info: VideoInfo, out_dir: Path, name: str) -> Expo
     paths = export_all([s.masks for s in segmentations], out_dir, card, fps=info.frame_rate,
                        first_frame=first.frame_offset, stem=f"{name}_masks")
     return Exports(**{kind: paths[kind] for kind in EXPORT_KINDS})
+
+
+class ZippedMasks:
+    """Masks a session keeps between runs: each frame's packed bits deflated.
+
+    Masks are long runs of equal bits, so a 1080p frame's 259 KB of packed bits become a few KB, and
+    a minute of video stays a few MB per target however long the session lasts. Reads like
+    ``PackedMasks``: ``m[i]`` is bool [H, W], ``len``, ``areas()``, ``np.asarray(m)`` is bool [T, H, W].
+    """
+
+    def __init__(self, masks):
+        self.height, self.width = masks.height, masks.width
+        self._frames = tuple(zlib.compress(np.packbits(masks[i]).tobytes(), 1) for i in range(len(masks)))
+        self._areas = np.asarray(masks.areas(), np.int64)  # [T]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self._frames), self.height, self.width)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(frame) for frame in self._frames)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        bits = np.frombuffer(zlib.decompress(self._frames[index]), np.uint8)
+        return np.unpackbits(bits, count=self.height * self.width).reshape(self.height, self.width).view(bool)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.zeros(self.shape, bool)  # [T, H, W]
+        for i in range(len(self)):
+            out[i] = self[i]
+        return out if dtype is None else out.astype(dtype)
+
+    def areas(self) -> np.ndarray:
+        return self._areas.copy()
+
+
+def kept(segmentation):
+    """A ``Segmentation`` as a session keeps it: masks deflated, no logits."""
+    masks = ZippedMasks(segmentation.masks)
+    same = segmentation.raw_masks is segmentation.masks
+    raw = masks if same else ZippedMasks(segmentation.raw_masks)
+    return replace(segmentation, masks=masks, raw_masks=raw, logits=None)
 
 
 @dataclass(frozen=True)
@@ -266,7 +317,7 @@ def input_summary(info: VideoInfo, limits) -> str:
     stop = frames_to_process(info, limits)
     if stop < info.num_frames:
         end = info.frame_times[stop - 1] if stop - 1 < len(info.frame_times) else info.duration
-        text += (f". Longer than the {limits.max_duration_s:g} s limit: only {format_time(0)}–{format_time(end)} "
+        text += (f". Over the limit of {_length_limit(limits)}: only {format_time(0)}–{format_time(end)} "
                  f"(frames 0–{stop - 1} of {info.num_frames}) will be processed.")
     else:
         text += f". All {info.num_frames} frames will be segmented."
@@ -275,11 +326,10 @@ def input_summary(info: VideoInfo, limits) -> str:
     return text
 
 
-def frames_to_process(info: VideoInfo, limits) -> int:
-    """How many leading frames the duration limit keeps (the pipeline trims the same way)."""
-    if limits.max_duration_s and info.duration > limits.max_duration_s:
-        return max(1, frames_within(info, limits.max_duration_s))
-    return info.num_frames
+def _length_limit(limits) -> str:
+    parts = [f"{limits.max_duration_s:g} s" if limits.max_duration_s else "",
+             f"{limits.max_frames} frames" if limits.max_frames else ""]
+    return " or ".join(part for part in parts if part)
 
 
 def target_prompts(text: Optional[str]) -> list[str]:
