@@ -37,7 +37,8 @@ class UploadLimitMessage:
                 body = too_large_message(limit).encode()
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in
                            (b"content-length", b"content-type")]
-                headers += [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+                headers += [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode())]
                 await send({**message, "headers": headers})
                 await send({"type": "http.response.body", "body": body, "more_body": False})
                 return
