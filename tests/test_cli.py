@@ -110,3 +110,14 @@ def test_a_bad_video_is_one_line_and_exit_code_2(tmp_path, shared_pipeline, caps
     assert cli.main(["segment", str(bad), "x", "--out", str(tmp_path / "o"), *FAST]) == cli.EXIT_INPUT
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
+
+
+def test_opt_in_limits_reach_the_library(clip, tmp_path, shared_pipeline, capsys):
+    code = cli.main(["segment", str(clip), "x", "--out", str(tmp_path / "o"), "--max-pixels", "1000", *FAST])
+    assert code == cli.EXIT_INPUT
+    assert "megapixels" in capsys.readouterr().err
+    args = cli.build_parser().parse_args(["segment", "v.mp4", "p", "--max-duration", "2", "--max-side", "720",
+                                          "--max-prompt-tokens", "9", "--max-upload-mb", "5"])
+    limits = cli._limits(args)
+    assert (limits.max_duration_s, limits.max_inference_side, limits.max_prompt_tokens, limits.max_upload_mb) == \
+        (2, 720, 9, 5)

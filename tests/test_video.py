@@ -245,3 +245,16 @@ def test_nothing_calls_a_system_ffmpeg_or_ffprobe(clips, tmp_path):
     assert result.returncode == 0, result.stderr
     assert not marker.exists()
     assert "240x320, 8 frames" in result.stdout and "aac audio" in result.stdout
+
+
+def test_a_decompression_bomb_image_is_refused_in_our_words(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from videolisa.errors import InputTooLarge
+    from videolisa.video import probe
+
+    path = tmp_path / "bomb.png"
+    Image.new("L", (400, 400)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 400x400 is then more than twice the limit
+    with pytest.raises(InputTooLarge, match="megapixels: downscale it"):
+        probe(path)

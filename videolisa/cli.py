@@ -45,6 +45,10 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--max-frames", type=int, default=None, help="process at most this many frames")
     limits.add_argument("--max-side", type=int, default=None, metavar="PIXELS",
                         help="read frames with their short side at most PIXELS for inference (masks stay full size)")
+    limits.add_argument("--max-pixels", type=int, default=None,
+                        help="refuse videos whose frames have more pixels (width x height) than this")
+    limits.add_argument("--max-upload-mb", type=float, default=None, help="refuse files larger than this")
+    limits.add_argument("--max-prompt-tokens", type=int, default=None, help="refuse longer prompts")
     style = parser.add_argument_group("overlay")
     style.add_argument("--opacity", type=float, default=0.5, help="mask fill opacity 0..1 (default: %(default)s)")
     style.add_argument("--contour", choices=["off", "on", "only"], default="on")
@@ -104,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _limits(args) -> Limits:
-    return Limits(max_duration_s=args.max_duration, max_frames=args.max_frames, max_inference_side=args.max_side)
+    return Limits(max_duration_s=args.max_duration, max_frames=args.max_frames, max_inference_side=args.max_side,
+                  max_pixels=args.max_pixels, max_upload_mb=args.max_upload_mb,
+                  max_prompt_tokens=args.max_prompt_tokens)
 
 
 def _style(args):
@@ -117,7 +123,7 @@ def _load(args):
     from .pipeline import load_pipeline
 
     return load_pipeline(args.model, vision_tower=args.vision_tower, device=args.device, dtype=args.dtype,
-                         revision=args.revision, sam2=args.sam2, limits=_limits(args))
+                         revision=args.revision, sam2=args.sam2)
 
 
 class _Bar:
@@ -143,7 +149,8 @@ def _segment_one(pipe, video: Path, prompt: str, out: Path, args, overlay: bool 
     bar = _Bar(video.name, enabled=sys.stderr.isatty())
     try:
         seg = pipe.segment(str(video), prompt, num_frames_sparse=args.sparse, num_frames_dense=args.dense,
-                           post_optimize=args.post_optimize, generate_text=args.text, progress=bar)
+                           post_optimize=args.post_optimize, generate_text=args.text, limits=_limits(args),
+                           progress=bar)
     finally:
         bar.close()
     return write_outputs(seg, video, out, style=_style(args), keep_audio=not args.no_audio, overlay=overlay)

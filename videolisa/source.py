@@ -100,10 +100,9 @@ def _header_size(path: Path) -> Optional[tuple[int, int]]:
             if image.format in _HEADER_IMAGE_FORMATS:
                 return image.size
     except Image.DecompressionBombError:
-        raise InputTooLarge(
-            f"'{path.name}' is an image of more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels: "
-            "downscale it and try again."
-        ) from None
+        from .video import image_too_large
+
+        raise image_too_large(path) from None
     except (UnidentifiedImageError, OSError):
         pass
     try:

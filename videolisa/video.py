@@ -33,7 +33,7 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InvalidVideo, VideoLISAError
+from .errors import InputTooLarge, InvalidVideo, VideoLISAError
 
 PathLike = Union[str, os.PathLike]
 
@@ -126,10 +126,20 @@ def _check_file(path: PathLike) -> Path:
     return path
 
 
+def image_too_large(path: Path) -> InputTooLarge:
+    """The error for an image that Pillow refuses to open as a decompression bomb."""
+    return InputTooLarge(
+        f"'{path.name}' is an image of more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels: "
+        "downscale it and try again."
+    )
+
+
 def _open_still(path: Path) -> Optional[Image.Image]:
     """The image if ``path`` is a still image Pillow can read, else None (it may still be a video)."""
     try:
         image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise image_too_large(path) from None
     except (UnidentifiedImageError, OSError):
         return None
     if image.format not in _STILL_FORMATS or getattr(image, "n_frames", 1) > 1:
