@@ -16,24 +16,10 @@ import httpx
 import numpy as np
 import pytest
 from media import ffmpeg, luma_psnr, make_clip, make_image, truncated_copy
-from test_app import GENERIC_ERROR, ROOT, launched_app
+from test_app import GENERIC_ERROR, ROOT, client, served  # noqa: F401 (shared fixtures)
 
 PACKAGE = ROOT / "videolisa"
 DRAW_NOTHING = dict(opacity=0.0, contour="off")  # the output is the input, through H.264
-
-
-@pytest.fixture(scope="module")
-def served(tiny_model, tmp_path_factory, request):
-    app = launched_app(tiny_model, tmp_path_factory)
-    request.config.add_cleanup(app["app"].demo.close)
-    return app
-
-
-@pytest.fixture(scope="module")
-def client(served):
-    from gradio_client import Client
-
-    return Client(served["url"], verbose=False)
 
 
 @pytest.fixture(scope="module")
