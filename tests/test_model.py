@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from videolisa.model.network import clip_pixel_values
+from videolisa.model.network import ClipPreprocessing
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
@@ -22,7 +22,7 @@ def test_sliding_window_gets_one_more_key_than_the_config_says(tiny_model, tiny_
 
 def test_clip_preprocessing_resizes_short_side_and_crops_the_centre():
     frame = np.random.default_rng(1).integers(0, 255, (480, 854, 3), dtype=np.uint8)
-    pixels = clip_pixel_values([frame])
+    pixels = ClipPreprocessing()([frame])
     assert pixels.shape == (1, 3, 336, 336)
     resized = np.asarray(Image.fromarray(frame).resize((597, 336), Image.BICUBIC))
     expected = (resized[:, 130:466].astype(np.float32) / 255 - CLIP_MEAN) / CLIP_STD
@@ -32,7 +32,7 @@ def test_clip_preprocessing_resizes_short_side_and_crops_the_centre():
 def test_clip_preprocessing_of_a_portrait_frame():
     frame = np.zeros((500, 300, 3), np.uint8)
     frame[:, :, 1] = (np.arange(500) % 256).astype(np.uint8)[:, None]
-    pixels = clip_pixel_values([frame])
+    pixels = ClipPreprocessing()([frame])
     resized = np.asarray(Image.fromarray(frame).resize((336, 560), Image.BICUBIC))
     expected = (resized[112:448].astype(np.float32) / 255 - CLIP_MEAN) / CLIP_STD
     np.testing.assert_allclose(pixels[0].permute(1, 2, 0).numpy(), expected, atol=1e-5)

@@ -129,11 +129,6 @@ class _ByteLRU:
             while sum(n for _, n in self._items.values()) > self.max_bytes:
                 self._items.popitem(last=False)
 
-    @property
-    def nbytes(self) -> int:
-        with self._lock:
-            return sum(n for _, n in self._items.values())
-
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

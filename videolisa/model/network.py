@@ -112,11 +112,6 @@ class ClipPreprocessing:
         return torch.from_numpy(np.stack(out))
 
 
-def clip_pixel_values(frames, size: int = 336) -> torch.Tensor:
-    """The standard CLIP preprocessing at ``size`` (see ClipPreprocessing)."""
-    return ClipPreprocessing(shortest_edge=size, crop_size=(size, size))(frames)
-
-
 def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
     """cuda + bfloat16 when a GPU is there, else cpu + float32 (bf16 matmuls are slow on CPUs)."""
     if device is None:
