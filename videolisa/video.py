@@ -416,18 +416,29 @@ def _check_range(start: int, stop: Optional[int]) -> None:
         raise ValueError(f"invalid frame range [{start}, {stop})")
 
 
+def _open_range(path: PathLike, start: int, stop: Optional[int]) -> tuple[Path, bool]:
+    """Check a frame range and a file; returns the file and whether it is a still image (a one-frame video)."""
+    _check_range(start, stop)
+    file = _check_file(path)
+    still = _open_still(file)
+    if still is not None:
+        still.close()
+    return file, still is not None
+
+
+def _still_in_range(start: int, stop: Optional[int]) -> bool:
+    return start == 0 and (stop is None or stop > 0)
+
+
 def iter_frames(path: PathLike, start: int = 0, stop: Optional[int] = None, max_side: Optional[int] = None) -> Iterator[np.ndarray]:
     """Upright RGB uint8 [H, W, 3] frames with index in [start, stop), streamed in display order.
 
     ``max_side``: frames whose short side exceeds it are shrunk (area filter, aspect kept) so the
     short side equals it. Memory does not grow with the video's length.
     """
-    _check_range(start, stop)
-    file = _check_file(path)
-    still = _open_still(file)
-    if still is not None:
-        still.close()
-        if start == 0 and (stop is None or stop > 0):
+    file, is_still = _open_range(path, start, stop)
+    if is_still:
+        if _still_in_range(start, stop):
             yield _resize_still(_read_still(file), max_side)
         return
     for _, rgb in _iter_video_frames(file, start, stop, max_side):
@@ -517,12 +528,9 @@ def iter_yuv420(path: PathLike, start: int = 0, stop: Optional[int] = None) -> I
     This is what ``render_video`` draws on: it spares two colour conversions per frame. Videos of
     other pixel formats (see ``VideoInfo.pixel_format``) are converted to 4:2:0.
     """
-    _check_range(start, stop)
-    file = _check_file(path)
-    still = _open_still(file)
-    if still is not None:
-        still.close()
-        if start == 0 and (stop is None or stop > 0):
+    file, is_still = _open_range(path, start, stop)
+    if is_still:
+        if _still_in_range(start, stop):
             frame = av.VideoFrame.from_ndarray(_read_still(file), format="rgb24").reformat(format="yuv420p")
             matrix, full, tags = _layout(frame)
             yield Yuv420Frame(*(_plane(frame, i, 0) for i in range(3)), matrix=matrix, full_range=full, tags=tags)
