@@ -11,6 +11,14 @@ from .render import OverlayStyle, render_video
 from .video import probe
 
 
+def export_run(segmentations: Sequence, info, out_dir: Path, stem: str = "masks") -> dict[str, Path]:
+    """Every export of one run: the targets as one indexed mask, and a run card with one entry per target."""
+    first = segmentations[0]
+    card = {"input": info.describe(), "targets": [s.card() for s in segmentations]}
+    return export_all([s.masks for s in segmentations], out_dir, card, fps=info.frame_rate,
+                      first_frame=first.frame_offset, stem=stem)
+
+
 def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Optional[OverlayStyle] = None,
                   keep_audio: bool = True, overlay: bool = True) -> dict[str, Path]:
     """Write one run (one or several targets of one video) into ``out_dir``; returns the paths by kind.
@@ -24,14 +32,12 @@ def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Op
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = probe(video)
-    masks = [s.masks for s in segmentations]
-    card = {"input": info.describe(), "targets": [s.card() for s in segmentations]}
     paths: dict[str, Path] = {}
     if overlay:
-        paths["overlay"] = render_video(video, masks, out_dir / "overlay.mp4", style or OverlayStyle(),
-                                        keep_audio=keep_audio, start=first.frame_offset,
+        paths["overlay"] = render_video(video, [s.masks for s in segmentations], out_dir / "overlay.mp4",
+                                        style or OverlayStyle(), keep_audio=keep_audio, start=first.frame_offset,
                                         stop=first.frame_offset + first.num_frames)
-    exports = export_all(masks, out_dir, card, fps=info.frame_rate, first_frame=first.frame_offset)
+    exports = export_run(segmentations, info, out_dir)
     png_dir = out_dir / "masks"
     png_dir.mkdir(exist_ok=True)
     with zipfile.ZipFile(exports["png_zip"]) as archive:

@@ -456,10 +456,9 @@ class VideoLISAPipeline:
 
     def _input_size(self, source: FrameSource) -> tuple[int, int]:
         """SAM's resized size (h', w') of the frames as read for inference."""
-        h, w = source.height, source.width
-        if source.max_side and min(h, w) > source.max_side:
-            scale = source.max_side / min(h, w)
-            h, w = max(1, round(h * scale)), max(1, round(w * scale))
+        from .video import scaled_size
+
+        w, h = scaled_size(source.width, source.height, source.max_side)
         return self.model.sam_input_size(h, w)
 
     def _embedding_batches(self, source: FrameSource, cached: Optional[_SamEmbeddings], naive: bool, timer: _Timer):

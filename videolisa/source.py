@@ -13,28 +13,17 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import av
-import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputTooLarge, InvalidVideo
 from .settings import Limits
+from . import video as videoio
+from .video import downscale
 
 # Image formats whose header size we trust (the ones the reader takes, GIF included); for anything
 # else Pillow may guess a format from weak magic bytes, so the container's header is asked instead.
 _HEADER_IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "TIFF", "GIF"}
-
-
-def downscale(frame: np.ndarray, max_side: Optional[int]) -> np.ndarray:
-    """Shrink a frame so that its short side is at most ``max_side`` (area filter); smaller frames pass through."""
-    if not max_side:
-        return frame
-    h, w = frame.shape[:2]
-    if min(h, w) <= max_side:
-        return frame
-    scale = max_side / min(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
 @dataclass
@@ -58,8 +47,6 @@ class FrameSource:
             for i in range(0, self.num_frames, size):
                 yield i, np.stack([downscale(f, self.max_side) for f in self._frames[i:i + size]])
             return
-        from . import video as videoio
-
         index = 0
         for chunk in videoio.iter_chunks(self.path, size, start=self.start, stop=self.start + self.num_frames,
                                          max_side=self.max_side):
@@ -71,8 +58,6 @@ class FrameSource:
         wanted = sorted(set(int(i) for i in indices))
         if self._frames is not None:
             return {i: downscale(self._frames[i], self.max_side) for i in wanted}
-        from . import video as videoio
-
         got = videoio.read_frames(self.path, [self.start + i for i in wanted], max_side=self.max_side)
         return {i - self.start: frame for i, frame in got.items()}
 
@@ -80,8 +65,6 @@ class FrameSource:
         """Frames [start, stop) at full size: [n, H, W, 3]."""
         if self._frames is not None:
             return np.asarray(self._frames[start:stop])
-        from . import video as videoio
-
         return np.stack(list(videoio.iter_frames(self.path, start=self.start + start, stop=self.start + stop)))
 
 
@@ -141,8 +124,6 @@ def check_file(video, limits: Limits) -> Path:
 
 def frames_to_process(info, limits: Limits) -> int:
     """How many leading frames of a probed video (``video.VideoInfo``) the duration and frame limits keep."""
-    from . import video as videoio
-
     stop = info.num_frames
     if limits.max_duration_s and info.duration > limits.max_duration_s:
         stop = max(1, videoio.frames_within(info, limits.max_duration_s))
@@ -155,8 +136,6 @@ def open_source(video, limits: Limits) -> tuple[FrameSource, list[str]]:
     """A FrameSource for a path or an array of RGB uint8 frames [T, H, W, 3], and notices about applied limits."""
     notices: list[str] = []
     if isinstance(video, (str, os.PathLike)):
-        from . import video as videoio
-
         path = check_file(video, limits)
         info = videoio.probe(path)
         stop = frames_to_process(info, limits)

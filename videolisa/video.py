@@ -360,7 +360,7 @@ def frames_within(info: VideoInfo, max_duration_s: Optional[float]) -> int:
     return bisect.bisect_left(info.frame_times, max_duration_s)
 
 
-def _scaled_size(width: int, height: int, max_side: Optional[int]) -> tuple[int, int]:
+def scaled_size(width: int, height: int, max_side: Optional[int]) -> tuple[int, int]:
     """Display size after shrinking so the short side is at most ``max_side`` (aspect kept)."""
     short = min(width, height)
     if max_side is None or short <= max_side:
@@ -397,15 +397,16 @@ def _iter_video_frames(path: Path, start: int, stop: Optional[int], max_side: Op
             # resolution mid-stream (some WebRTC recordings) still come out alike.
             quarter_turns = (int(round(frame.rotation / 90.0))) % 4
             width, height = (frame.height, frame.width) if quarter_turns % 2 else (frame.width, frame.height)
-            size = _scaled_size(width, height, max_side)
+            size = scaled_size(width, height, max_side)
         if index < start or (wanted is not None and index not in wanted):
             continue
         yield index, _to_rgb(frame, size[0], size[1], quarter_turns)
 
 
-def _resize_still(rgb: np.ndarray, max_side: Optional[int]) -> np.ndarray:
+def downscale(rgb: np.ndarray, max_side: Optional[int]) -> np.ndarray:
+    """Shrink an RGB frame so its short side is at most ``max_side`` (area filter); smaller frames pass through."""
     height, width = rgb.shape[:2]
-    new_w, new_h = _scaled_size(width, height, max_side)
+    new_w, new_h = scaled_size(width, height, max_side)
     if (new_w, new_h) == (width, height):
         return rgb
     return cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
@@ -439,7 +440,7 @@ def iter_frames(path: PathLike, start: int = 0, stop: Optional[int] = None, max_
     file, is_still = _open_range(path, start, stop)
     if is_still:
         if _still_in_range(start, stop):
-            yield _resize_still(_read_still(file), max_side)
+            yield downscale(_read_still(file), max_side)
         return
     for _, rgb in _iter_video_frames(file, start, stop, max_side):
         yield rgb
@@ -471,7 +472,7 @@ def read_frames(path: PathLike, indices: Iterable[int], max_side: Optional[int] 
     still = _open_still(file)
     if still is not None:
         still.close()
-        frames = {0: _resize_still(_read_still(file), max_side)} if wanted[0] == 0 else {}
+        frames = {0: downscale(_read_still(file), max_side)} if wanted[0] == 0 else {}
     else:
         frames = dict(_iter_video_frames(file, wanted[0], wanted[-1] + 1, max_side, wanted=set(wanted)))
     missing = [i for i in wanted if i not in frames]

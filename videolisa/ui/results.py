@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 
-from ..export import export_all
+from .. import outputs
 from ..render import PALETTE, OverlayStyle, parse_color, render_frame, render_video
 from ..source import frames_to_process
 from ..video import VideoInfo, VideoWriter, audio_offset, iter_frames, prefetch, read_frames
@@ -66,10 +66,7 @@ class Exports:
 
 def export_run(segmentations, info: VideoInfo, out_dir: Path, name: str) -> Exports:
     """Every export of a run: the targets as one indexed mask, and a run card with one entry per target."""
-    first = segmentations[0]
-    card = {"input": info.describe(), "targets": [seg.card() for seg in segmentations]}
-    paths = export_all([s.masks for s in segmentations], out_dir, card, fps=info.frame_rate,
-                       first_frame=first.frame_offset, stem=f"{name}_masks")
+    paths = outputs.export_run(segmentations, info, out_dir, stem=f"{name}_masks")
     return Exports(**{kind: paths[kind] for kind in EXPORT_KINDS})
 
 
