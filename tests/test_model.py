@@ -107,12 +107,20 @@ def test_masks_come_back_at_odd_original_size(tiny_model):
     assert logits.shape == (2, 241, 321) and logits.dtype == torch.float32
 
 
-def test_batched_decoding_equals_frame_by_frame(tiny_model):
-    emb = torch.randn(3, 256, 64, 64)
+def test_batched_decoding_equals_segment_anything_frame_by_frame(tiny_model):
+    emb = torch.randn(5, 256, 64, 64)  # not a multiple of the CPU's decoding step
     prompt = torch.randn(256)
-    batched, iou = tiny_model.sam_decode(emb, prompt)
-    single = torch.cat([tiny_model.sam_decode(emb[i:i + 1], prompt)[0] for i in range(3)])
-    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+    low, iou = tiny_model.sam_decode(emb, prompt)
+    sam = tiny_model.sam
+    sparse, dense = sam.prompt_encoder(points=None, boxes=None, masks=None)
+    sparse = torch.cat([sparse, prompt.reshape(1, 1, -1)], dim=1)  # the official way: [SEG] as a text embedding
+    with torch.inference_mode():
+        ref = [sam.mask_decoder(image_embeddings=emb[i:i + 1], image_pe=sam.prompt_encoder.get_dense_pe(),
+                                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                multimask_output=False) for i in range(5)]
+    assert low.shape == (5, 256, 256) and iou.shape == (5,)
+    torch.testing.assert_close(low, torch.cat([r[0][:, 0] for r in ref]), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(iou, torch.cat([r[1][:, 0] for r in ref]), atol=1e-5, rtol=1e-5)
 
 
 def test_clip_preprocessing_follows_the_towers_preprocessor_config(tiny_model, tmp_path):
