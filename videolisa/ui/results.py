@@ -7,10 +7,9 @@ a session's ``RunResult`` without running the model again.
 from __future__ import annotations
 
 import html
-import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -70,53 +69,9 @@ def export_run(segmentations, info: VideoInfo, out_dir: Path, name: str) -> Expo
     return Exports(**{kind: paths[kind] for kind in EXPORT_KINDS})
 
 
-class ZippedMasks:
-    """Masks a session keeps between runs: each frame's packed bits deflated.
-
-    Masks are long runs of equal bits, so a 1080p frame's 259 KB of packed bits become a few KB, and
-    a minute of video stays a few MB per target however long the session lasts. Reads like
-    ``PackedMasks``: ``m[i]`` is bool [H, W], ``len``, ``areas()``, ``np.asarray(m)`` is bool [T, H, W].
-    """
-
-    def __init__(self, masks):
-        self.height, self.width = masks.height, masks.width
-        self._frames = tuple(zlib.compress(np.packbits(masks[i]).tobytes(), 1) for i in range(len(masks)))
-        self._areas = np.asarray(masks.areas(), np.int64)  # [T]
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (len(self._frames), self.height, self.width)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(len(frame) for frame in self._frames)
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        bits = np.frombuffer(zlib.decompress(self._frames[index]), np.uint8)
-        return np.unpackbits(bits, count=self.height * self.width).reshape(self.height, self.width).view(bool)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return (self[i] for i in range(len(self)))
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = np.zeros(self.shape, bool)  # [T, H, W]
-        for i in range(len(self)):
-            out[i] = self[i]
-        return out if dtype is None else out.astype(dtype)
-
-    def areas(self) -> np.ndarray:
-        return self._areas.copy()
-
-
 def kept(segmentation):
-    """A ``Segmentation`` as a session keeps it: masks deflated, no logits."""
-    masks = ZippedMasks(segmentation.masks)
-    same = segmentation.raw_masks is segmentation.masks
-    raw = masks if same else ZippedMasks(segmentation.raw_masks)
-    return replace(segmentation, masks=masks, raw_masks=raw, logits=None)
+    """A ``Segmentation`` as a session keeps it: its masks (deflated already), no logits."""
+    return replace(segmentation, logits=None)
 
 
 @dataclass(frozen=True)
