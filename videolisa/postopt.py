@@ -274,7 +274,7 @@ class PostOptimizer:
             )
 
         confidence = np.asarray(raw_confidence, dtype=np.float64)
-        finished: dict[int, np.ndarray] = {}  # frame -> final mask, bit-packed
+        finished: dict[int, PackedMasks] = {}  # frame -> its final mask, deflated until the frames are in order
         absent, kept_raw = [], []
         done = len(refs)
         try:
@@ -282,7 +282,7 @@ class PostOptimizer:
                 get_frames, num_frames, refs, raw_masks.height, raw_masks.width
             ):
                 merged = merge_frame(tracked, score, raw_masks[frame_idx], confidence[frame_idx], self.absent_rule)
-                finished[frame_idx] = np.packbits(merged.mask, axis=None)
+                finished[frame_idx] = PackedMasks(raw_masks.height, raw_masks.width, [merged.mask])
                 if merged.absent:
                     absent.append(frame_idx)
                 if merged.kept_raw:
@@ -297,13 +297,9 @@ class PostOptimizer:
                 "the raw masks are kept. Try a smaller SAM 2 checkpoint or a shorter video."
             )
 
-        size = raw_masks.height * raw_masks.width
         masks = PackedMasks(raw_masks.height, raw_masks.width)
         for t in range(num_frames):
-            if t in refs:
-                masks.append(refs[t])
-            else:
-                masks.append(np.unpackbits(finished.pop(t), count=size).reshape(raw_masks.height, raw_masks.width))
+            masks.append(refs[t] if t in refs else finished.pop(t)[0])
         seconds = time.perf_counter() - started
         empty_refs = sum(1 for mask in refs.values() if not mask.any())
         lost = (
