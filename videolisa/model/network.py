@@ -451,8 +451,10 @@ def _sam_attention_sdpa(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
     rel_pos_h, rel_pos_w = get_rel_pos(h, h, self.rel_pos_h), get_rel_pos(w, w, self.rel_pos_w)
     # The bias of a global block is [heads, HW, HW] per frame (0.5 GB in bf16 for ViT-H): build it for a
-    # few frames at a time so that large batches stay within memory.
-    step = max(1, int(_SAM_BIAS_BYTES // (self.num_heads * (h * w) ** 2 * q.element_size())))
+    # few frames at a time so that large batches stay within memory. A CPU is fastest one frame at a time
+    # (1.5 to 2x faster than eight: the bias is rebuilt in memory that is already mapped).
+    budget = _SAM_BIAS_BYTES if q.device.type == "cuda" else 0
+    step = max(1, int(budget // (self.num_heads * (h * w) ** 2 * q.element_size())))
     outs = []
     for i in range(0, b, step):
         qi, ki, vi = q[i:i + step], k[i:i + step], v[i:i + step]
