@@ -254,6 +254,23 @@ def test_a_long_video_is_trimmed_with_a_notice(served, monkeypatch, tmp_path):
     assert frames_to_process(out[-1].info, limits) == 3
 
 
+def test_on_zero_gpu_a_run_over_the_gpu_cap_is_shortened_with_a_notice(served, monkeypatch, tmp_path):
+    from videolisa.ui import page, serving
+
+    long = make_clip(tmp_path, "long", size=(96, 64), frames=6, fps=12)
+    monkeypatch.setenv("VIDEOLISA_GPU_SECONDS_MAX", "20")
+    monkeypatch.setattr(serving, "GPU_PER_FRAME_S", 0.4)  # 20 s declared leaves room for four frames
+    out = page.segment(str(long), None, "the square", text_answer=False, **FAST)
+    assert _stream(out[0])["frames"] == 6  # off ZeroGPU nothing aborts a long run: all frames
+
+    monkeypatch.setattr(serving, "on_zero_gpu", lambda: True)
+    out = page.segment(str(long), None, "the square", text_answer=False, **FAST)
+    assert _stream(out[0])["frames"] == 4
+    assert "One request may use the GPU for 20 s at most" in out[1]
+    assert "first 0.3 s (4 frames)" in out[1] and "Trim the video" in out[1]
+    assert out[-2]["processed_frames"] == [0, 3]
+
+
 def test_url_parameters_open_an_example_with_its_prompt(served):
     from videolisa.ui import page
     from videolisa.ui.examples import load_examples
@@ -316,6 +333,32 @@ def test_gpu_seconds_follow_frames_resolution_and_targets_and_respect_the_cap(mo
     assert gpu_seconds(job(frames=1500, size=(1920, 1080))) == 120
     monkeypatch.setenv("VIDEOLISA_GPU_SECONDS_MAX", "60")
     assert gpu_seconds(job(frames=1500, size=(1920, 1080))) == 60
+
+
+def test_a_job_over_the_gpu_cap_is_shortened_to_what_fits(monkeypatch):
+    from videolisa.ui.serving import GpuJob, fit_to_gpu_cap, gpu_seconds, on_zero_gpu
+
+    monkeypatch.delenv("VIDEOLISA_GPU_SECONDS_MAX", raising=False)
+    minute = GpuJob("v.mp4", ("a", "b"), 32, 4, True, True, 1800, 1920, 1080)  # 60 s at 30 fps, 2 targets, refined
+    fitted, sentence = fit_to_gpu_cap(minute, fps=30.0)
+    assert 0 < fitted.num_frames < 1800 and fitted.prompts == minute.prompts and fitted.post_optimize
+    longer = GpuJob("v.mp4", ("a", "b"), 32, 4, True, True, fitted.num_frames + 1, 1920, 1080)
+    with monkeypatch.context() as uncapped:
+        uncapped.setenv("VIDEOLISA_GPU_SECONDS_MAX", "100000")  # what each would declare without the cap
+        assert gpu_seconds(fitted) <= 120 < gpu_seconds(longer)  # the most frames that fit, margin included
+    assert f"first {fitted.num_frames / 30:.1f} s ({fitted.num_frames} frames)" in sentence
+    assert "120 s" in sentence and "post-optimization off" in sentence and "fewer targets" in sentence
+
+    # Without post-optimization one target fits half a minute of 480p: nothing changes.
+    short = GpuJob("v.mp4", ("a",), 32, 4, False, False, 900, 854, 480)
+    assert fit_to_gpu_cap(short, fps=30.0) == (short, None)
+    # A lower cap shortens that too, and the advice fits what was asked.
+    monkeypatch.setenv("VIDEOLISA_GPU_SECONDS_MAX", "60")
+    shorter, sentence = fit_to_gpu_cap(short, fps=30.0)
+    assert shorter.num_frames < 900 and "60 s" in sentence and "fewer targets" not in sentence
+    assert "Trim the video" in sentence
+
+    assert on_zero_gpu({"SPACES_ZERO_GPU": "true"}) and not on_zero_gpu({})
 
 
 def test_gpu_arguments_and_results_pickle(served, clip):

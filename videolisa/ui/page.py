@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -169,7 +170,12 @@ def segment(video: Optional[str], image: Optional[str], prompts: str, sparse_fra
                              num_frames_dense=int(dense_frames), post_optimize=bool(post_optimization),
                              generate_text=bool(text_answer), num_frames=frames_to_process(info, APP_LIMITS),
                              width=info.width, height=info.height)
+        shortened = None
+        if serving.on_zero_gpu():
+            job, shortened = serving.fit_to_gpu_cap(job, info.fps)
         segmentations = serving.run_on_gpu(job, progress)
+        if shortened:
+            segmentations = [replace(s, notices=(*s.notices, shortened)) for s in segmentations]
         run_dir = files.new_request_dir()
         name = Path(source).stem[:60] or "input"
         progress(0.86, desc="Writing the downloads")

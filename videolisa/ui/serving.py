@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -186,6 +186,16 @@ def gpu_seconds(job: GpuJob, progress: Any = None) -> int:
     Takes the GPU function's arguments, as ``spaces.GPU(duration=...)`` calls it. Shorter requests get
     better queue priority, and a request above a visitor's remaining quota fails up front.
     """
+    return min(gpu_cap_seconds(), _declared(*_gpu_cost(job), job.num_frames))
+
+
+def _declared(fixed: float, per_frame: float, num_frames: int) -> int:
+    """GPU seconds to declare for this many frames: the estimate with its safety margin."""
+    return int(max(GPU_MIN_S, round((fixed + per_frame * num_frames) * GPU_SAFETY)))
+
+
+def _gpu_cost(job: GpuJob) -> tuple[float, float]:
+    """Estimated GPU seconds of a job: (whatever its length, per processed frame)."""
     side = APP_LIMITS.max_inference_side
     width, height = job.width, job.height
     if side and min(width, height) > side:
@@ -197,8 +207,41 @@ def gpu_seconds(job: GpuJob, progress: Any = None) -> int:
     per_frame = GPU_PER_FRAME_S + GPU_PER_FRAME_PER_MEGAPIXEL_S * megapixels + GPU_PER_FRAME_PER_TARGET_S * targets
     if job.post_optimize:
         per_frame += GPU_POSTOPT_PER_FRAME_S * targets
-    estimate = GPU_FIXED_S + per_target * targets + per_frame * job.num_frames
-    return int(min(gpu_cap_seconds(), max(GPU_MIN_S, round(estimate * GPU_SAFETY))))
+    return GPU_FIXED_S + per_target * targets, per_frame
+
+
+def on_zero_gpu(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process serves a ZeroGPU Space, where a run that outlasts its declared time is aborted."""
+    return env.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "true")
+
+
+def fit_to_gpu_cap(job: GpuJob, fps: float) -> tuple[GpuJob, Optional[str]]:
+    """The job shortened to the leading frames whose estimated GPU time fits one request's cap, and why.
+
+    ZeroGPU aborts a run that outlasts its declared time, and the declared time cannot exceed the cap:
+    processing fewer frames, and saying so, beats an aborted run. Returns the job unchanged (and no
+    sentence) when it fits.
+    """
+    fixed, per_frame = _gpu_cost(job)
+    cap = gpu_cap_seconds()
+    if _declared(fixed, per_frame, job.num_frames) <= cap:
+        return job, None
+    fitting = max(1, int((cap / GPU_SAFETY - fixed) // per_frame))
+    while _declared(fixed, per_frame, fitting + 1) <= cap:  # the rounding of the declared seconds may allow more
+        fitting += 1
+    span = f"{fitting / fps:.1f} s ({fitting} frames)" if fps > 0 else f"{fitting} frames"
+    targets = len(job.prompts)
+    work = (("post-optimization on " if job.post_optimize else "") + f"{targets} target" + ("s" if targets > 1 else ""))
+    easier = [advice for advice, applies in (("switch post-optimization off", job.post_optimize),
+                                            ("ask for fewer targets", targets > 1),
+                                            ("switch the text answer off", job.generate_text)) if applies]
+    sentence = (f"One request may use the GPU for {cap} s at most: with {work}, that covers the first {span} of "
+                f"your video, so only those were processed.")
+    if easier:
+        sentence += f" To process more of it, {' or '.join(easier)}, or trim the video."
+    else:
+        sentence += " Trim the video to choose which part is processed."
+    return replace(job, num_frames=fitting), sentence
 
 
 def _reporter(progress) -> Callable[[str, float], None]:
@@ -220,10 +263,12 @@ def run_on_gpu(job: GpuJob, progress: Any = None) -> list:
 
     try:
         pipeline = engine().require()
+        # The job's frame count is what was decided for it: the app's limits, or fewer to fit the GPU cap.
+        limits = replace(APP_LIMITS, max_frames=min(job.num_frames, APP_LIMITS.max_frames or job.num_frames))
         return pipeline.segment_targets(
             job.video_path, list(job.prompts), num_frames_sparse=job.num_frames_sparse,
             num_frames_dense=job.num_frames_dense, post_optimize=job.post_optimize,
-            generate_text=job.generate_text, limits=APP_LIMITS, progress=_reporter(progress),
+            generate_text=job.generate_text, limits=limits, progress=_reporter(progress),
         )
     except VideoLISAError as exc:
         raise gr.Error(str(exc), title="VideoLISA could not run") from exc
