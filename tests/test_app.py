@@ -226,6 +226,52 @@ def test_changing_the_look_redraws_from_the_session_state_without_the_model(serv
     assert np.median(red[mask]) < 60 and np.median(red[~mask]) > 150
 
 
+def test_a_run_restored_from_its_downloads_shows_and_redraws_like_the_original(served, clip):
+    from videolisa.ui import files, page, results
+
+    for post in (False, True):
+        out = page.segment(str(clip), None, "the square\nthe circle", post_optimization=post, **FAST)
+        original = out[-1]
+        restored = results.restore(original.source, original.exports, str(files.new_request_dir()))
+        for got, want in zip(restored.segmentations, original.segmentations, strict=True):
+            assert got.masks == want.masks and got.text == want.text and got.notices == want.notices
+        look = results.Look(color="#56b4e9")
+        assert results.answer_html(restored, look) == results.answer_html(original, look)
+        assert results.details(restored) == results.details(original)
+        assert not restored.post_optimized  # the downloads hold no raw masks: no comparison to redraw
+        assert restored.segmentations[0].post_optimization == original.segmentations[0].post_optimization
+        calls = served["calls"].calls
+        redrawn = page.restyle(restored, "#56b4e9", 0.7, "on", 0.0)
+        assert served["calls"].calls == calls and _stream(redrawn[0])["frames"] == 3
+        assert redrawn[1] == results.answer_html(original, look)
+
+
+def test_a_cached_example_gets_a_state_that_a_new_input_replaces(served, clip, tmp_path):
+    import gradio as gr
+
+    from videolisa.ui import page
+
+    out = page.segment(str(clip), None, "the square", **FAST)
+    downloads = out[5:10]
+    restored = page._restore_cached(str(clip), None, *downloads, None)
+    assert restored.source == str(clip) and restored.segmentations[0].masks == out[-1].segmentations[0].masks
+    assert page.restyle(restored, "#56b4e9", 0.7, "on", 0.0)[0].endswith(".mp4")
+    # The input's change event may come after the restore: the state of this very input stays.
+    assert page._on_video(str(clip), None, restored)[3] == gr.skip()
+    other = make_clip(tmp_path, "other", size=(96, 64), frames=3, fps=10)
+    assert page._on_video(str(other), None, restored)[3] is None
+    assert not Path(restored.run_dir).exists()  # a replaced state's files go
+    # Downloads that are missing or unreadable leave the state as it was.
+    assert page._restore_cached(str(clip), None, *downloads[:4], None, None) == gr.skip()
+    broken = tmp_path / "card.json"
+    broken.write_text("{}")
+    assert page._restore_cached(str(clip), None, *downloads[:4], str(broken), None) == gr.skip()
+
+    # The page wires it after the cached outputs load.
+    demo = page.build_demo(ROOT / "assets", ROOT / "examples", cache_examples=True)
+    assert any(getattr(fn.fn, "__name__", "") == "_restore_cached" for fn in demo.fns.values())
+
+
 def test_post_optimization_shows_raw_versus_refined(served, clip):
     out = _run_direct(served, clip, post_optimization=True)
     state, comparison = out[-1], out[2]

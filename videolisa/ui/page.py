@@ -8,6 +8,7 @@ expires, and library errors reach people as ``gr.Error`` sentences.
 from __future__ import annotations
 
 import html
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,8 @@ from . import files, results, serving, uploads
 from .examples import Example, find_example, load_examples
 from .inputs import choice, image_input, setting
 from .results import Look, RunResult
+
+log = logging.getLogger(__name__)
 
 MAX_TARGETS = 4
 MAX_QUEUE = 20
@@ -300,7 +303,8 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                     cache_examples=cache_examples, cache_mode="lazy" if cache_examples else None,
                 )
             if cache_examples:
-                listed.load_input_event.then(_reveal, revealed, revealed, api_visibility="private")
+                listed.load_input_event.then(_reveal, revealed, revealed, api_visibility="private").then(
+                    _restore_cached, [video, image, *downloads, state], state, api_visibility="private")
         gr.HTML('<div class="vl-footer">Example media: <i>Big Buck Bunny</i> © Blender Foundation (CC BY 3.0); '
                 "photos from scikit-image (CC0). Outputs are kept for two hours, then deleted.</div>")
 
@@ -341,22 +345,50 @@ def _example_row(example: Example) -> list:
 
 
 def _run_example(video, image, prompts):
-    """Examples run with the default settings and look; their results are cached without a session state."""
+    """Examples run with the default settings and look; Gradio caches their outputs (the state is rebuilt from
+    the cached downloads by ``_restore_cached``)."""
     return segment(video, image, prompts)[:-1]
 
 
-def _on_video(video, image, previous):
+def _restore_cached(video, image, *downloads_and_state):
+    """A cached example's outputs come from Gradio's cache without a session state: rebuild the state from
+    its downloads, so that a new look redraws it. Where that fails the look simply waits for Run."""
+    *downloads, previous = downloads_and_state
+    source = video or image
+    if not source or not all(downloads):
+        return gr.skip()
+    run_dir = files.new_request_dir()
+    try:
+        result = results.restore(source, results.Exports(*map(Path, downloads)), str(run_dir))
+    except (VideoLISAError, OSError, ValueError, KeyError, TypeError):
+        log.exception("A cached example could not be restored from its downloads")
+        files.remove_request_dir(str(run_dir))
+        return gr.skip()
     _forget(previous)
+    return result
+
+
+def _on_new_input(previous: Optional[RunResult], source: Optional[str]):
+    """The state once the input changed: kept if it is the result of this very input (a cached example
+    restores it while its input loads), else forgotten with its files."""
+    if previous is not None and source and previous.source == source:
+        return gr.skip()
+    _forget(previous)
+    return None
+
+
+def _on_video(video, image, previous):
+    state = _on_new_input(previous, video)
     if video:
-        return None, gr.Tabs(selected="video"), _describe(video, None), None
-    return gr.skip(), gr.skip(), _describe(None, image), None
+        return None, gr.Tabs(selected="video"), _describe(video, None), state
+    return gr.skip(), gr.skip(), _describe(None, image), state
 
 
 def _on_image(video, image, previous):
-    _forget(previous)
+    state = _on_new_input(previous, image)
     if image:
-        return None, gr.Tabs(selected="image"), _describe(None, image), None
-    return gr.skip(), gr.skip(), _describe(video, None), None
+        return None, gr.Tabs(selected="image"), _describe(None, image), state
+    return gr.skip(), gr.skip(), _describe(video, None), state
 
 
 def _open_from_url(examples: tuple[Example, ...], request: gr.Request):

@@ -17,7 +17,7 @@ import numpy as np
 from .. import outputs
 from ..render import PALETTE, OverlayStyle, parse_color, render_frame, render_video
 from ..source import frames_to_process
-from ..video import VideoInfo, VideoWriter, audio_offset, iter_frames, prefetch, read_frames
+from ..video import VideoInfo, VideoWriter, audio_offset, iter_frames, prefetch, probe, read_frames
 from .timeline import Track, draw_timeline, format_time
 
 RGB = tuple[int, int, int]
@@ -91,10 +91,46 @@ class RunResult:
 
     @property
     def post_optimized(self) -> bool:
-        return any(s.post_optimization is not None and s.post_optimization.applied for s in self.segmentations)
+        """Whether there is a raw-vs-refined comparison to show (a restored run has no raw masks)."""
+        return any(s.post_optimization is not None and s.post_optimization.applied and s.raw_masks is not s.masks
+                   for s in self.segmentations)
 
     def times(self) -> np.ndarray:
         return processed_times(self.info, self.first)
+
+
+def restore(source: str, exports: Exports, run_dir: str) -> RunResult:
+    """A run rebuilt from its downloads: masks from the npz, everything else from the run card.
+
+    Gives a cached example (whose outputs come from Gradio's cache, without a session state) a state,
+    so that a new look redraws it. The downloads hold neither the raw masks of a post-optimized run nor
+    SAM's per-frame scores: the restored run has no raw-vs-refined comparison and zero scores.
+    """
+    from ..export import read_npz, read_run_card
+    from ..pipeline import Segmentation
+    from ..postopt import PostOptimization
+
+    card = read_run_card(exports.run_card)
+    masks = read_npz(exports.npz)
+    if len(masks) != len(card["targets"]):
+        raise ValueError(f"the run card lists {len(card['targets'])} targets but the npz holds {len(masks)}")
+    segmentations = []
+    for entry, target in zip(card["targets"], masks):
+        post = entry.get("post_optimization")
+        if post is not None:
+            post = PostOptimization(**{k: tuple(v) if isinstance(v, list) else v for k, v in post.items()})
+        width, height = entry["size"]
+        segmentations.append(Segmentation(
+            masks=target, raw_masks=target, logits=None, scores=np.zeros(len(target), np.float32),
+            prompt=entry["prompt"], text=entry["text"], answer_has_seg=entry["answer_has_seg"],
+            mask_from=entry["mask_from"], fps=float(entry["fps"]), num_frames=int(entry["num_frames"]),
+            height=int(height), width=int(width), sparse_frame_indices=tuple(entry["sparse_frame_indices"]),
+            dense_frame_indices=tuple(entry["dense_frame_indices"]), frame_offset=int(entry["frame_offset"]),
+            settings=entry["settings"], timings=entry["timings"], notices=tuple(entry["notices"]),
+            post_optimization=post, model=entry["model"],
+        ))
+    return RunResult(source=source, name=Path(source).stem[:60] or "input", run_dir=str(run_dir),
+                     info=probe(source), segmentations=tuple(segmentations), exports=exports)
 
 
 def processed_times(info: VideoInfo, segmentation) -> np.ndarray:
