@@ -101,7 +101,7 @@ def draw_timeline(tracks: Sequence[Track], times: Sequence[float], sparse_frames
     while tick <= t1 + 1e-9:
         x = x_of(tick)
         draw.line([(x, plot_bottom), (x, plot_bottom + 4 * s)], fill=_MUTED, width=s)
-        draw.text((x, plot_bottom + 6 * s), format_time(tick), fill=_MUTED, font=small, anchor="mt")
+        draw.text((x, plot_bottom + 9 * s), format_time(tick), fill=_MUTED, font=small, anchor="mt")  # clear of "0%"
         tick += t_step
 
     # Curves: one point per frame.
