@@ -16,6 +16,7 @@ its own process, in parallel with our decoding and drawing.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import os
 import queue
@@ -72,6 +73,10 @@ class VideoInfo:
     frame_times: tuple[float, ...]  # presentation time of each frame, seconds after frame 0
     start_time: float  # seconds from the file's start to frame 0 (where the audio of frame 0 begins)
     pixel_format: str  # of the decoded pictures, e.g. "yuv420p" ("rgb24" for still images)
+    # False when probing stopped early (``probe(max_frames=..., max_seconds=...)``): the frame counts, times
+    # and duration then describe the leading frames only, and the video goes on after them.
+    complete: bool = True
+    claimed_duration: Optional[float] = None  # the video track's duration as its header states it, if it does
 
     @property
     def size(self) -> tuple[int, int]:
@@ -84,6 +89,10 @@ class VideoInfo:
         rate = f"{self.fps:.3f}".rstrip("0").rstrip(".")
         rate += " fps average, variable" if self.is_variable_frame_rate else " fps"
         audio = f"with {self.audio_codec} audio" if self.has_audio else "no audio"
+        if not self.complete:
+            header = f", {self.claimed_duration:.0f} s by its header" if self.claimed_duration else ""
+            return (f"{self.width}x{self.height}, more than {self.num_frames} frames and {self.duration:.2f} s"
+                    f"{header}, {rate}, {self.codec}, {audio}")
         frames = f"{self.num_frames} frame{'s' if self.num_frames != 1 else ''}"
         return f"{self.width}x{self.height}, {frames}, {rate} ({self.duration:.2f} s), {self.codec}, {audio}"
 
@@ -284,7 +293,7 @@ def _probe_still(path: Path, image: Image.Image) -> VideoInfo:
     )
 
 
-def _probe_video(path: Path) -> VideoInfo:
+def _probe_video(path: Path, max_frames: Optional[int] = None, max_seconds: Optional[float] = None) -> VideoInfo:
     container = _open_container(path)
     try:
         stream = container.streams.video[0]
@@ -306,12 +315,21 @@ def _probe_video(path: Path) -> VideoInfo:
     pts: list[Optional[int]] = []
     first = None
     last_duration = None
-    for frame in _decoded_frames(path):
-        if first is None:
-            first = (frame.width, frame.height, frame.rotation, frame.pts)
-            pixel_format = frame.format.name
-        pts.append(frame.pts)
-        last_duration = frame.duration
+    complete = True
+    with contextlib.closing(_decoded_frames(path)) as frames:
+        for frame in frames:
+            if first is None:
+                first = (frame.width, frame.height, frame.rotation, frame.pts)
+                pixel_format = frame.format.name
+            elif _past_limits(len(pts), frame.pts, first[3], time_base, max_frames, max_seconds):
+                # This frame will not be processed: it only tells that the video goes on, and where the last
+                # frame kept ends.
+                complete = False
+                if frame.pts is not None and pts[-1] is not None and frame.pts > pts[-1]:
+                    last_duration = frame.pts - pts[-1]
+                break
+            pts.append(frame.pts)
+            last_duration = frame.duration
     width, height, ccw, first_pts = first
     rotation = (-int(round(ccw / 90.0)) * 90) % 360
     if rotation in (90, 270):
@@ -319,7 +337,7 @@ def _probe_video(path: Path) -> VideoInfo:
     rel, span, variable = _timeline(pts, last_duration, time_base, nominal)
     duration = span * time_base
     num_frames = len(pts)
-    if claimed and float(duration) + 2 * float(duration) / num_frames < 0.9 * claimed:
+    if complete and claimed and float(duration) + 2 * float(duration) / num_frames < 0.9 * claimed:
         raise InvalidVideo(
             f"'{_name(path)}' seems cut short: its header promises {claimed:.1f} s of video but only "
             f"{float(duration):.1f} s ({num_frames} frames) can be decoded. Please export or upload it again."
@@ -332,25 +350,44 @@ def _probe_video(path: Path) -> VideoInfo:
         num_frames=num_frames, fps=float(frame_rate), frame_rate=frame_rate, is_variable_frame_rate=variable,
         duration=float(duration), has_audio=audio is not None, audio_codec=audio_codec, is_image=False,
         frame_times=tuple(float(t * time_base) for t in rel), start_time=max(0.0, start), pixel_format=pixel_format,
+        complete=complete, claimed_duration=claimed,
     )
 
 
+def _past_limits(kept: int, pts: Optional[int], first_pts: Optional[int], time_base: Fraction,
+                 max_frames: Optional[int], max_seconds: Optional[float]) -> bool:
+    """Whether a frame, coming after ``kept`` frames, lies beyond the frames a caller will ever process."""
+    if max_frames is not None and kept >= max_frames:
+        return True
+    if max_seconds is None or pts is None or first_pts is None:
+        return False
+    return (pts - first_pts) * time_base >= Fraction(max_seconds)
+
+
 @functools.lru_cache(maxsize=32)
-def _probe_cached(path: str, size: int, mtime_ns: int) -> VideoInfo:
+def _probe_cached(path: str, size: int, mtime_ns: int, max_frames: Optional[int],
+                  max_seconds: Optional[float]) -> VideoInfo:
     file = Path(path)
     still = _open_still(file)
-    return _probe_still(file, still) if still is not None else _probe_video(file)
+    return _probe_still(file, still) if still is not None else _probe_video(file, max_frames, max_seconds)
 
 
-def probe(path: PathLike) -> VideoInfo:
-    """Describe a video (or still image) by decoding it once; raises InvalidVideo if it cannot be read.
+def probe(path: PathLike, max_frames: Optional[int] = None, max_seconds: Optional[float] = None) -> VideoInfo:
+    """Describe a video (or still image) by decoding it; raises InvalidVideo if it cannot be read.
 
-    Results are cached per file version (path, size, modification time), so probing again before
-    decoding or rendering costs nothing.
+    By default the whole video is decoded: exact frame count and times, and damage found anywhere.
+    ``max_frames`` / ``max_seconds`` stop decoding after the frames a caller will process (those that
+    start before ``max_seconds``, at most ``max_frames``): a long upload is not decoded to its end only to
+    be trimmed. The result then says ``complete=False`` when the video goes on, and describes the
+    leading frames only. Results are cached per file version (path, size, modification time) and limits,
+    so probing again before decoding or rendering costs nothing.
     """
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     file = _check_file(path).resolve()
     stat = file.stat()
-    return _probe_cached(str(file), stat.st_size, stat.st_mtime_ns)
+    return _probe_cached(str(file), stat.st_size, stat.st_mtime_ns, max_frames,
+                         None if max_seconds is None else float(max_seconds))
 
 
 def frames_within(info: VideoInfo, max_duration_s: Optional[float]) -> int:
