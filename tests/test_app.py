@@ -292,7 +292,8 @@ def test_a_long_video_is_trimmed_with_a_notice(served, monkeypatch, tmp_path):
     monkeypatch.setattr(serving, "APP_LIMITS", limits)
     long = make_clip(tmp_path, "long", size=(96, 64), frames=6, fps=12)
     summary = page._describe(str(long), None)
-    assert "only 0:00.0–0:00.2 (frames 0–2 of 6) will be processed" in summary  # said before running
+    assert "only 0:00.0–0:00.2 (frames 0–2) will be processed" in summary  # said before running
+    assert "more than 3 frames" in summary  # the upload was decoded only as far as the limit
     out = page.segment(str(long), None, "the square", text_answer=False, **FAST)
     assert _stream(out[0])["frames"] == 3
     assert "Only the first 0.2 s (frames 0-2) of the 0.5 s video were processed" in out[1]

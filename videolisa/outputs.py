@@ -31,7 +31,7 @@ def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Op
     first = segmentations[0]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = probe(video)
+    info = probe(video, max_frames=first.frame_offset + first.num_frames)  # the frames of the result, no more
     paths: dict[str, Path] = {}
     if overlay:
         paths["overlay"] = render_video(video, [s.masks for s in segmentations], out_dir / "overlay.mp4",

@@ -281,10 +281,12 @@ def render_video(
     streamed: memory does not grow with the video's length. ``progress(done, total)`` is called
     after each frame (e.g. to drive a progress bar).
     """
-    info = probe(source_path)
     shape = _check_masks(masks_per_object)
+    if stop is None and shape:
+        stop = start + shape[0]
+    info = probe(source_path, max_frames=stop)  # only as far as the frames drawn: a trimmed run of a long video
     if stop is None:
-        stop = start + shape[0] if shape else info.num_frames
+        stop = info.num_frames
     if start < 0 or stop <= start:
         raise ValueError(f"invalid frame range [{start}, {stop})")
     if stop > info.num_frames:

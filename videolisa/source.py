@@ -122,6 +122,12 @@ def check_file(video, limits: Limits) -> Path:
     return path
 
 
+def probe_within(path, limits: Limits):
+    """``video.probe`` that decodes only as far as ``limits`` will process: a long upload is not decoded to
+    its end to be trimmed (``complete`` is False on the result when the video goes on)."""
+    return videoio.probe(path, max_frames=limits.max_frames, max_seconds=limits.max_duration_s)
+
+
 def frames_to_process(info, limits: Limits) -> int:
     """How many leading frames of a probed video (``video.VideoInfo``) the duration and frame limits keep."""
     stop = info.num_frames
@@ -132,17 +138,24 @@ def frames_to_process(info, limits: Limits) -> int:
     return stop
 
 
+def _length(info) -> str:
+    """'12.3 s ' for a fully probed video; for one probed only as far as the limits, what its header says."""
+    if info.complete:
+        return f"{info.duration:.1f} s "
+    return f"{info.claimed_duration:.1f} s " if info.claimed_duration else ""
+
+
 def open_source(video, limits: Limits) -> tuple[FrameSource, list[str]]:
     """A FrameSource for a path or an array of RGB uint8 frames [T, H, W, 3], and notices about applied limits."""
     notices: list[str] = []
     if isinstance(video, (str, os.PathLike)):
         path = check_file(video, limits)
-        info = videoio.probe(path)
+        info = probe_within(path, limits)
         stop = frames_to_process(info, limits)
-        if stop < info.num_frames:
+        if stop < info.num_frames or not info.complete:
             shown = stop / info.fps if info.fps else 0
             notices.append(
-                f"Only the first {shown:.1f} s (frames 0-{stop - 1}) of the {info.duration:.1f} s video were "
+                f"Only the first {shown:.1f} s (frames 0-{stop - 1}) of the {_length(info)}video were "
                 f"processed, the limit of this demo."
             )
         height, width, fps = info.height, info.width, info.fps

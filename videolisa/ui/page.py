@@ -18,8 +18,7 @@ import gradio as gr
 
 from ..errors import InvalidPrompt, InvalidVideo, VideoLISAError
 from ..settings import APP_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE
-from ..source import check_file, frames_to_process
-from ..video import probe
+from ..source import check_file, frames_to_process, probe_within
 from . import files, results, serving, uploads
 from .examples import Example, find_example, load_examples
 from .inputs import choice, image_input, setting
@@ -123,7 +122,7 @@ def _describe(video: Optional[str], image: Optional[str]) -> str:
     path = video or image
     if path:
         try:
-            info = probe(check_file(path, APP_LIMITS))  # sizes first: nothing over the limits is decoded
+            info = probe_within(check_file(path, APP_LIMITS), APP_LIMITS)  # sizes first; decoded up to the limits
             lines.append(f"**Your {'video' if video else 'image'}:** " + results.input_summary(info, APP_LIMITS))
         except VideoLISAError as exc:
             lines.append(f"**This file cannot be used:** {exc}")
@@ -168,7 +167,7 @@ def segment(video: Optional[str], image: Optional[str], prompts: str, sparse_fra
         targets = _targets(prompts)
         look = _look(color, opacity, contour, dim_background)
         progress(0.0, desc="Decoding the upload")
-        info = probe(check_file(source, APP_LIMITS))  # sizes first: nothing over the limits is decoded
+        info = probe_within(check_file(source, APP_LIMITS), APP_LIMITS)  # sizes first; decoded up to the limits
         job = serving.GpuJob(video_path=source, prompts=tuple(targets), num_frames_sparse=int(sparse_frames),
                              num_frames_dense=int(dense_frames), post_optimize=bool(post_optimization),
                              generate_text=bool(text_answer), num_frames=frames_to_process(info, APP_LIMITS),

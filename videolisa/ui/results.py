@@ -129,8 +129,10 @@ def restore(source: str, exports: Exports, run_dir: str) -> RunResult:
             settings=entry["settings"], timings=entry["timings"], notices=tuple(entry["notices"]),
             post_optimization=post, model=entry["model"],
         ))
+    first = segmentations[0]
+    info = probe(source, max_frames=first.frame_offset + first.num_frames)  # as far as the run went
     return RunResult(source=source, name=Path(source).stem[:60] or "input", run_dir=str(run_dir),
-                     info=probe(source), segmentations=tuple(segmentations), exports=exports)
+                     info=info, segmentations=tuple(segmentations), exports=exports)
 
 
 def processed_times(info: VideoInfo, segmentation) -> np.ndarray:
@@ -303,10 +305,11 @@ def input_summary(info: VideoInfo, limits) -> str:
         return f"Image {info.width}×{info.height}: segmented as a one-frame video."
     text = info.describe()
     stop = frames_to_process(info, limits)
-    if stop < info.num_frames:
+    if stop < info.num_frames or not info.complete:
         end = info.frame_times[stop - 1] if stop - 1 < len(info.frame_times) else info.duration
+        of = f" of {info.num_frames}" if info.complete else ""
         text += (f". Over the limit of {_length_limit(limits)}: only {format_time(0)}–{format_time(end)} "
-                 f"(frames 0–{stop - 1} of {info.num_frames}) will be processed.")
+                 f"(frames 0–{stop - 1}{of}) will be processed.")
     else:
         text += f". All {info.num_frames} frames will be segmented."
     if limits.max_inference_side and min(info.width, info.height) > limits.max_inference_side:
