@@ -32,17 +32,35 @@ def decoded(monkeypatch):
 
 
 def test_a_capped_probe_decodes_one_frame_past_the_cap_and_describes_the_prefix(long_clip, decoded):
-    full = video.probe(long_clip)
-    assert decoded["frames"] == 60 and full.complete
-    decoded["frames"] = 0
     head = video.probe(long_clip, max_frames=10)
     assert decoded["frames"] == 11  # the eleventh only tells that the video goes on
+    full = video.probe(long_clip)
+    assert decoded["frames"] == 11 + 60 and full.complete
     assert not head.complete and head.num_frames == 10
     assert head.frame_times == full.frame_times[:10]
     assert head.frame_rate == full.frame_rate and head.duration == pytest.approx(10 / 30)
     assert head.claimed_duration == pytest.approx(2.0, abs=0.05)  # what the header says of the whole
     assert (head.width, head.height, head.has_audio) == (full.width, full.height, full.has_audio)
-    assert "more than 10 frames" in head.describe() and "2 s by its header" in head.describe()
+    assert "more than 10 frames" in head.describe() and "(2.0 s by its header)" in head.describe()
+
+
+def test_a_longer_probe_of_the_same_file_serves_lower_caps_without_decoding_again(long_clip, decoded):
+    head = video.probe(long_clip, max_frames=20)
+    lower = video.probe(long_clip, max_frames=8)
+    assert decoded["frames"] == 21 and lower.num_frames == 8 and not lower.complete
+    assert lower.frame_times == head.frame_times[:8] and lower.frame_rate == head.frame_rate
+    video.probe(long_clip, max_frames=30)  # past what the first pass reached: decoded again
+    assert decoded["frames"] == 21 + 31
+    full = video.probe(long_clip)
+    decoded["frames"] = 0
+    served = [video.probe(long_clip, max_frames=12), video.probe(long_clip, max_seconds=0.5),
+              video.probe(long_clip, max_frames=60), video.probe(long_clip, max_frames=600)]
+    assert decoded["frames"] == 0
+    video._probe_cached.cache_clear()
+    fresh = [video.probe(long_clip, max_frames=12), video.probe(long_clip, max_seconds=0.5),
+             video.probe(long_clip, max_frames=60), video.probe(long_clip, max_frames=600)]
+    assert served == fresh  # what a complete probe serves is what a capped probe of its own finds
+    assert served[2] == served[3] == full
 
 
 def test_a_probe_capped_in_seconds_keeps_the_frames_that_start_before_the_limit(long_clip, decoded):
@@ -67,14 +85,30 @@ def test_damage_past_the_cap_is_not_read_but_a_complete_probe_still_finds_it(tmp
     assert head.num_frames == 5 and not head.complete
 
 
-def test_the_pipeline_with_limits_processes_exactly_the_allowed_frames(pipeline, long_clip, decoded):
+def test_the_pipeline_with_limits_processes_exactly_the_allowed_frames(pipeline, long_clip, monkeypatch, tmp_path):
+    from media import stream_summary
+    from videolisa.outputs import write_outputs
+
+    passes = []  # frames decoded by each probing pass
+    scan = video._scan_video
+
+    def counted(*args):
+        found = scan(*args)
+        passes.append(len(found.pts))
+        return found
+
+    monkeypatch.setattr(video, "_scan_video", counted)
+    video._probe_cached.cache_clear()
     limits = Limits(max_frames=12)
     source, notices = open_source(str(long_clip), limits)
-    assert source.num_frames == 12 and decoded["frames"] == 13
+    assert source.num_frames == 12 and passes == [13]
     assert notices == ["Only the first 0.4 s (frames 0-11) of the 2.0 s video were processed, the limit of this demo."]
     seg = pipeline.segment(str(long_clip), "the bars", num_frames_sparse=4, num_frames_dense=2, limits=limits)
-    assert seg.num_frames == 12 and len(seg.masks) == 12
-    assert np.asarray(seg.masks).shape == (12, 64, 96)
+    assert seg.num_frames == 12 and np.asarray(seg.masks).shape == (12, 64, 96)
+    paths = write_outputs(seg, long_clip, tmp_path)
+    overlay = stream_summary(paths["overlay"])
+    assert overlay["frames"] == 12 and overlay["audio_duration"] == pytest.approx(0.4, abs=0.05)  # the processed part
+    assert passes == [13]  # rendering and exporting the trimmed run probed nothing further
 
 
 def test_the_page_says_what_a_long_upload_will_have_processed(long_clip, monkeypatch):

@@ -104,6 +104,30 @@ def test_frames_within_counts_frames_that_start_before_the_limit(clips):
     assert video.frames_within(info, 100) == 10
 
 
+@pytest.mark.parametrize("kind", list(media.CLIPS))
+def test_a_capped_probe_describes_the_leading_frames_as_the_complete_probe_does(clips, kind):
+    path = clips(kind)
+    full = video.probe(path)
+    times = full.frame_times
+    t = [times[min(k, len(times) - 1)] for k in range(5)]  # short clips: the caps fall on their last frame
+    caps = [(1, None), (3, None), (None, t[4]), (None, (t[2] + t[3]) / 2), (5, t[2]), (None, times[-1] + 0.001),
+            (full.num_frames, None), (full.num_frames + 1, None)]
+    for max_frames, max_seconds in caps:
+        video._probe_cached.cache_clear()  # a pass of its own, not one served from the complete probe
+        head = video.probe(path, max_frames=max_frames, max_seconds=max_seconds)
+        n = min(max_frames or full.num_frames, max(1, video.frames_within(full, max_seconds)))  # frame 0 always
+        assert head.num_frames == n and head.frame_times == times[:n]
+        if n == full.num_frames:
+            assert head == full  # nothing past the limits: the complete probe itself
+            continue
+        assert not head.complete and head.claimed_duration == full.claimed_duration
+        assert (head.size, head.rotation, head.start_time, head.has_audio) == (full.size, full.rotation,
+                                                                              full.start_time, full.has_audio)
+        assert head.duration == pytest.approx(times[n], abs=2e-3)  # up to where the next frame starts
+        if n > 2 and not full.is_variable_frame_rate and full.container != "gif":
+            assert head.frame_rate == full.frame_rate
+
+
 @pytest.mark.parametrize("fmt", ["png", "jpg", "webp", "bmp"])
 def test_still_images_are_one_frame_videos(tmp_path, fmt):
     path = media.make_image(tmp_path, "still", size=(64, 48), fmt=fmt)

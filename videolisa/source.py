@@ -125,7 +125,8 @@ def check_file(video, limits: Limits) -> Path:
 def probe_within(path, limits: Limits):
     """``video.probe`` that decodes only as far as ``limits`` will process: a long upload is not decoded to
     its end to be trimmed (``complete`` is False on the result when the video goes on)."""
-    return videoio.probe(path, max_frames=limits.max_frames, max_seconds=limits.max_duration_s)
+    # Zero means no limit, as in frames_to_process.
+    return videoio.probe(path, max_frames=limits.max_frames or None, max_seconds=limits.max_duration_s or None)
 
 
 def frames_to_process(info, limits: Limits) -> int:

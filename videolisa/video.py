@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import functools
 import os
 import queue
 import subprocess
@@ -90,7 +89,11 @@ class VideoInfo:
         rate += " fps average, variable" if self.is_variable_frame_rate else " fps"
         audio = f"with {self.audio_codec} audio" if self.has_audio else "no audio"
         if not self.complete:
-            header = f", {self.claimed_duration:.0f} s by its header" if self.claimed_duration else ""
+            claimed = self.claimed_duration
+            header = ""
+            if claimed:
+                length = f"{claimed:.1f} s" if claimed < 60 else f"{claimed / 60:.1f} min"
+                header = f" ({length} by its header)"
             return (f"{self.width}x{self.height}, more than {self.num_frames} frames and {self.duration:.2f} s"
                     f"{header}, {rate}, {self.codec}, {audio}")
         frames = f"{self.num_frames} frame{'s' if self.num_frames != 1 else ''}"
@@ -293,7 +296,47 @@ def _probe_still(path: Path, image: Image.Image) -> VideoInfo:
     )
 
 
-def _probe_video(path: Path, max_frames: Optional[int] = None, max_seconds: Optional[float] = None) -> VideoInfo:
+@dataclass(frozen=True)
+class _Scan:
+    """What one pass of the decoder learnt about a video: enough to describe it up to any limit it reached."""
+
+    header: dict  # the VideoInfo fields that do not depend on how far the video was decoded
+    time_base: Fraction
+    nominal: Optional[Fraction]
+    pts: tuple[Optional[int], ...]  # of every decoded frame, including the one that stopped an early pass
+    durations: tuple[Optional[int], ...]  # the same frames' durations, in ticks
+    complete: bool  # the decoder reached the end of the video
+
+    def kept(self, max_frames: Optional[int], max_seconds: Optional[float]) -> int:
+        """How many leading decoded frames lie within the limits."""
+        end = len(self.pts) if max_frames is None else min(len(self.pts), max_frames)
+        if max_seconds is not None:
+            for i in range(1, end):
+                if _past_limits(i, self.pts[i], self.pts[0], self.time_base, None, max_seconds):
+                    return i
+        return end
+
+    def reaches(self, max_frames: Optional[int], max_seconds: Optional[float]) -> bool:
+        """Whether this pass decoded far enough to describe the video within these limits."""
+        return self.complete or self.kept(max_frames, max_seconds) < len(self.pts)
+
+    def covers(self, other: "_Scan") -> bool:
+        """Whether this pass reached every frame ``other`` did."""
+        return self.complete or (not other.complete and len(self.pts) >= len(other.pts))
+
+
+def _past_limits(index: int, pts: Optional[int], first_pts: Optional[int], time_base: Fraction,
+                 max_frames: Optional[int], max_seconds: Optional[float]) -> bool:
+    """Whether frame ``index`` (1 or more) lies beyond the frames a caller will process."""
+    if max_frames is not None and index >= max_frames:
+        return True
+    if max_seconds is None or pts is None or first_pts is None:
+        return False
+    # The same float as the frame's entry in VideoInfo.frame_times, so that frames_within agrees.
+    return float((pts - first_pts) * time_base) >= max_seconds
+
+
+def _scan_video(path: Path, max_frames: Optional[int], max_seconds: Optional[float]) -> _Scan:
     container = _open_container(path)
     try:
         stream = container.streams.video[0]
@@ -313,63 +356,113 @@ def _probe_video(path: Path, max_frames: Optional[int] = None, max_seconds: Opti
             f"'{_name(path)}' is cut short: the GIF stops before its end marker. Please export or upload it again."
         )
     pts: list[Optional[int]] = []
-    first = None
-    last_duration = None
+    durations: list[Optional[int]] = []
     complete = True
     with contextlib.closing(_decoded_frames(path)) as frames:
         for frame in frames:
-            if first is None:
-                first = (frame.width, frame.height, frame.rotation, frame.pts)
-                pixel_format = frame.format.name
-            elif _past_limits(len(pts), frame.pts, first[3], time_base, max_frames, max_seconds):
-                # This frame will not be processed: it only tells that the video goes on, and where the last
-                # frame kept ends.
-                complete = False
-                if frame.pts is not None and pts[-1] is not None and frame.pts > pts[-1]:
-                    last_duration = frame.pts - pts[-1]
-                break
+            if not pts:
+                width, height, ccw, pixel_format = frame.width, frame.height, frame.rotation, frame.format.name
             pts.append(frame.pts)
-            last_duration = frame.duration
-    width, height, ccw, first_pts = first
+            durations.append(frame.duration)
+            if len(pts) > 1 and _past_limits(len(pts) - 1, frame.pts, pts[0], time_base, max_frames, max_seconds):
+                # Kept only to tell that the video goes on, and where the last frame within the limits ends.
+                complete = False
+                break
     rotation = (-int(round(ccw / 90.0)) * 90) % 360
     if rotation in (90, 270):
         width, height = height, width
-    rel, span, variable = _timeline(pts, last_duration, time_base, nominal)
+    start = float(pts[0] * time_base) - container_start if pts[0] is not None else 0.0
+    header = dict(
+        path=str(path), container=container_name, codec=codec, width=width, height=height, rotation=rotation,
+        has_audio=audio is not None, audio_codec=audio_codec, is_image=False, start_time=max(0.0, start),
+        pixel_format=pixel_format, claimed_duration=claimed,
+    )
+    return _Scan(header=header, time_base=time_base, nominal=nominal, pts=tuple(pts), durations=tuple(durations),
+                 complete=complete)
+
+
+def _describe_scan(scan: _Scan, max_frames: Optional[int], max_seconds: Optional[float]) -> VideoInfo:
+    """The VideoInfo of the frames within the limits, from a pass that reached them (``scan.reaches``)."""
+    num_frames = scan.kept(max_frames, max_seconds)
+    complete = scan.complete and num_frames == len(scan.pts)
+    pts = list(scan.pts[:num_frames])
+    last_duration = scan.durations[num_frames - 1]
+    if not complete:
+        following = scan.pts[num_frames]
+        if following is not None and pts[-1] is not None and following > pts[-1]:
+            last_duration = following - pts[-1]  # the last frame lasts until the next one starts
+    time_base = scan.time_base
+    rel, span, variable = _timeline(pts, last_duration, time_base, scan.nominal)
     duration = span * time_base
-    num_frames = len(pts)
+    claimed = scan.header["claimed_duration"]
+    # Damage that shortens the video can only be told from a pass that reached its end.
     if complete and claimed and float(duration) + 2 * float(duration) / num_frames < 0.9 * claimed:
         raise InvalidVideo(
-            f"'{_name(path)}' seems cut short: its header promises {claimed:.1f} s of video but only "
-            f"{float(duration):.1f} s ({num_frames} frames) can be decoded. Please export or upload it again."
+            f"'{_name(scan.header['path'])}' seems cut short: its header promises {claimed:.1f} s of video but "
+            f"only {float(duration):.1f} s ({num_frames} frames) can be decoded. Please export or upload it again."
         )
-    frame_rate = _exact_rate(num_frames, duration, nominal)
+    frame_rate = _exact_rate(num_frames, duration, scan.nominal)
     duration = num_frames / frame_rate  # removes timestamp rounding (e.g. Matroska's milliseconds)
-    start = float(first_pts * time_base) - container_start if first_pts is not None else 0.0
     return VideoInfo(
-        path=str(path), container=container_name, codec=codec, width=width, height=height, rotation=rotation,
-        num_frames=num_frames, fps=float(frame_rate), frame_rate=frame_rate, is_variable_frame_rate=variable,
-        duration=float(duration), has_audio=audio is not None, audio_codec=audio_codec, is_image=False,
-        frame_times=tuple(float(t * time_base) for t in rel), start_time=max(0.0, start), pixel_format=pixel_format,
-        complete=complete, claimed_duration=claimed,
+        **scan.header, num_frames=num_frames, fps=float(frame_rate), frame_rate=frame_rate,
+        is_variable_frame_rate=variable, duration=float(duration),
+        frame_times=tuple(float(t * time_base) for t in rel), complete=complete,
     )
 
 
-def _past_limits(kept: int, pts: Optional[int], first_pts: Optional[int], time_base: Fraction,
-                 max_frames: Optional[int], max_seconds: Optional[float]) -> bool:
-    """Whether a frame, coming after ``kept`` frames, lies beyond the frames a caller will ever process."""
-    if max_frames is not None and kept >= max_frames:
-        return True
-    if max_seconds is None or pts is None or first_pts is None:
-        return False
-    return (pts - first_pts) * time_base >= Fraction(max_seconds)
+class _ProbeCache:
+    """Probes by file version (path, size, modification time), for the ``maxsize`` files used last.
+
+    Each file keeps its longest decoding pass, which answers every request it reached: a complete
+    probe serves a later capped one, and a capped probe one capped lower, without decoding again.
+    """
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._files: dict[tuple, tuple[Union[_Scan, VideoInfo], dict]] = {}  # in order of use, oldest first
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str, size: int, mtime_ns: int, max_frames: Optional[int],
+                 max_seconds: Optional[float]) -> VideoInfo:
+        key, limits = (path, size, mtime_ns), (max_frames, max_seconds)
+        with self._lock:
+            entry = self._files.pop(key, None)
+            if entry is not None:
+                self._files[key] = entry
+                if isinstance(entry[0], VideoInfo):
+                    return entry[0]  # a still image: the same at any limits
+                if limits in entry[1]:
+                    return entry[1][limits]
+        scan = entry[0] if entry is not None else None
+        if scan is None or not scan.reaches(max_frames, max_seconds):
+            file = Path(path)
+            still = _open_still(file)
+            if still is not None:
+                return self._keep(key, _probe_still(file, still))
+            scan = self._keep(key, _scan_video(file, max_frames, max_seconds))
+        info = _describe_scan(scan, max_frames, max_seconds)
+        with self._lock:
+            if key in self._files:
+                self._files[key][1][limits] = info
+        return info
+
+    def _keep(self, key: tuple, found: Union[_Scan, VideoInfo]):
+        """Remember what a decoding pass found and return the longest pass of the file (an earlier one may be)."""
+        with self._lock:
+            earlier, infos = self._files.pop(key, (None, {}))
+            if isinstance(earlier, _Scan) and earlier.covers(found):
+                found = earlier
+            self._files[key] = (found, infos)
+            while len(self._files) > self.maxsize:
+                del self._files[next(iter(self._files))]
+        return found
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._files.clear()
 
 
-@functools.lru_cache(maxsize=32)
-def _probe_cached(path: str, size: int, mtime_ns: int, max_frames: Optional[int],
-                  max_seconds: Optional[float]) -> VideoInfo:
-    file = Path(path)
-    still = _open_still(file)
-    return _probe_still(file, still) if still is not None else _probe_video(file, max_frames, max_seconds)
+_probe_cached = _ProbeCache(maxsize=32)
 
 
 def probe(path: PathLike, max_frames: Optional[int] = None, max_seconds: Optional[float] = None) -> VideoInfo:
@@ -377,16 +470,18 @@ def probe(path: PathLike, max_frames: Optional[int] = None, max_seconds: Optiona
 
     By default the whole video is decoded: exact frame count and times, and damage found anywhere.
     ``max_frames`` / ``max_seconds`` stop decoding after the frames a caller will process (those that
-    start before ``max_seconds``, at most ``max_frames``): a long upload is not decoded to its end only to
-    be trimmed. The result then says ``complete=False`` when the video goes on, and describes the
-    leading frames only. Results are cached per file version (path, size, modification time) and limits,
-    so probing again before decoding or rendering costs nothing.
+    start before ``max_seconds``, at most ``max_frames``) and one more, which tells whether the video
+    goes on: a long upload is not decoded to its end only to be trimmed. When it does go on, the result
+    says ``complete=False`` and its ``num_frames``, ``frame_times``, ``duration`` and ``frame_rate``
+    describe those leading frames only; ``claimed_duration`` is what the header says of the whole, and
+    damage past them goes unseen. Results are cached per file version (path, size, modification time),
+    so probing again before decoding or rendering costs nothing, at the same or at lower limits.
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     file = _check_file(path).resolve()
     stat = file.stat()
-    return _probe_cached(str(file), stat.st_size, stat.st_mtime_ns, max_frames,
+    return _probe_cached(str(file), stat.st_size, stat.st_mtime_ns, None if max_frames is None else int(max_frames),
                          None if max_seconds is None else float(max_seconds))
 
 
