@@ -253,8 +253,9 @@ def test_a_cached_example_gets_a_state_that_a_new_input_replaces(served, clip, t
 
     out = page.segment(str(clip), None, "the square", **FAST)
     downloads = out[5:10]
-    restored = page._restore_cached(str(clip), None, *downloads, None)
+    restored, comparison, timeline = page._restore_cached(str(clip), None, *downloads, None)
     assert restored.source == str(clip) and restored.segmentations[0].masks == out[-1].segmentations[0].masks
+    assert comparison is None and timeline.shape == out[4].shape  # drawn again, in the examples' default look
     assert page.restyle(restored, "#56b4e9", 0.7, "on", 0.0)[0].endswith(".mp4")
     # The input's change event may come after the restore: the state of this very input stays.
     assert page._on_video(str(clip), None, restored)[3] == gr.skip()
@@ -262,10 +263,10 @@ def test_a_cached_example_gets_a_state_that_a_new_input_replaces(served, clip, t
     assert page._on_video(str(other), None, restored)[3] is None
     assert not Path(restored.run_dir).exists()  # a replaced state's files go
     # Downloads that are missing or unreadable leave the state as it was.
-    assert page._restore_cached(str(clip), None, *downloads[:4], None, None) == gr.skip()
+    assert page._restore_cached(str(clip), None, *downloads[:4], None, None) == (gr.skip(), None, None)
     broken = tmp_path / "card.json"
     broken.write_text("{}")
-    assert page._restore_cached(str(clip), None, *downloads[:4], str(broken), None) == gr.skip()
+    assert page._restore_cached(str(clip), None, *downloads[:4], str(broken), None) == (gr.skip(), None, None)
 
     # The page wires it after the cached outputs load.
     demo = page.build_demo(ROOT / "assets", ROOT / "examples", cache_examples=True)

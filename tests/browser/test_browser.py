@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from media import make_clip
+from media import make_clip, make_image
 from test_app import launched_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -77,3 +77,42 @@ def test_upload_prompt_run_play_download_and_restyle(browser_page, tmp_path):
     page.wait_for_function(RESULT_DECODED, arg=first_src)
     assert app["calls"].calls == calls + 1
     page.screenshot(path=str(ARTIFACTS / "app_restyled.png"), full_page=True)
+
+
+def test_a_cached_example_redraws_with_a_new_look(browser_page, tmp_path, monkeypatch):
+    import json
+
+    from test_app import ROOT
+    from videolisa.ui import page as page_module
+
+    app, page = browser_page
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    make_clip(examples, "tiny_example", size=(160, 120), frames=4, fps=8, audio=False)
+    make_image(examples, "still", size=(64, 48))
+    (examples / "examples.json").write_text(json.dumps(  # a video and an image, as the app's own list has
+        [{"id": "tiny", "file": "tiny_example.mp4", "prompts": ["the moving square"]},
+         {"id": "still", "file": "still.png", "prompts": ["the picture"]}]))
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "cache"))
+    demo = page_module.build_demo(ROOT / "assets", examples, cache_examples=True)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
+                            **page_module.launch_options(ROOT / "assets"))
+    try:
+        calls = app["calls"].calls
+        for visit in range(2):  # the first click runs and caches the example, the second is served from the cache
+            page.goto(url)
+            page.get_by_text("Tiny example: the moving square").click()
+            first_src = page.wait_for_function(RESULT_DECODED, arg=None).json_value()
+            page.locator("#vl-answer").get_by_text("the moving square").wait_for()
+            assert app["calls"].calls == calls + 1
+
+            # The state was rebuilt from the cached downloads: a new opacity redraws, still without the model.
+            page.locator("#vl-settings").get_by_text("Settings").click()
+            slider = page.locator("#vl-opacity input[type=range]")
+            slider.scroll_into_view_if_needed()
+            box = slider.bounding_box()
+            page.mouse.click(box["x"] + box["width"] * (0.9 - 0.6 * visit), box["y"] + box["height"] / 2)
+            page.wait_for_function(RESULT_DECODED, arg=first_src)
+            assert app["calls"].calls == calls + 1
+    finally:
+        demo.close()

@@ -296,14 +296,18 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
             with examples_area:
                 gr.Markdown("### Examples\nClick one to load it, then Run. Add `?example=<id>` to this page's address "
                             "to link to one: " + ", ".join(f"`{e.id}`" for e in examples) + ".")
+                # Cached outputs leave out the two that can be empty (comparison, timeline): Gradio's cache cannot
+                # read an empty file output back. The restored state draws them.
                 listed = gr.Examples(
                     examples=[_example_row(e) for e in examples], inputs=[video, image, prompts],
-                    outputs=all_outputs, fn=_run_example, example_labels=[e.label for e in examples],
-                    cache_examples=cache_examples, cache_mode="lazy" if cache_examples else None,
+                    outputs=[overlay, answer, keyframes, *downloads, run_details], fn=_run_example,
+                    example_labels=[e.label for e in examples], cache_examples=cache_examples,
+                    cache_mode="lazy" if cache_examples else None,
                 )
             if cache_examples:
-                listed.load_input_event.then(_reveal, revealed, revealed, api_visibility="private").then(
-                    _restore_cached, [video, image, *downloads, state], state, api_visibility="private")
+                listed.load_input_event.then(
+                    _restore_cached, [video, image, *downloads, state], [state, comparison, timeline],
+                    api_visibility="private").then(_reveal, revealed, revealed, api_visibility="private")
         gr.HTML('<div class="vl-footer">Example media: <i>Big Buck Bunny</i> © Blender Foundation (CC BY 3.0); '
                 "photos from scikit-image (CC0). Outputs are kept for two hours, then deleted.</div>")
 
@@ -344,27 +348,29 @@ def _example_row(example: Example) -> list:
 
 
 def _run_example(video, image, prompts):
-    """Examples run with the default settings and look; Gradio caches their outputs (the state is rebuilt from
-    the cached downloads by ``_restore_cached``)."""
-    return segment(video, image, prompts)[:-1]
+    """Examples run with the default settings and look; Gradio caches these outputs, and ``_restore_cached``
+    rebuilds the state (and the timeline) from the cached downloads."""
+    overlay, answer, _comparison, gallery, _timeline, *downloads_and_details, _state = segment(video, image, prompts)
+    return (overlay, answer, gallery, *downloads_and_details)
 
 
 def _restore_cached(video, image, *downloads_and_state):
     """A cached example's outputs come from Gradio's cache without a session state: rebuild the state from
-    its downloads, so that a new look redraws it. Where that fails the look simply waits for Run."""
+    its downloads, so that a new look redraws it, and draw its timeline. Returns (state, comparison,
+    timeline); where the downloads cannot be read the look simply waits for Run."""
     *downloads, previous = downloads_and_state
     source = video or image
     if not source or not all(downloads):
-        return gr.skip()
+        return gr.skip(), None, None
     run_dir = files.new_request_dir()
     try:
         result = results.restore(source, results.Exports(*map(Path, downloads)), str(run_dir))
     except (VideoLISAError, OSError, ValueError, KeyError, TypeError):
         log.exception("A cached example could not be restored from its downloads")
         files.remove_request_dir(str(run_dir))
-        return gr.skip()
+        return gr.skip(), None, None
     _forget(previous)
-    return result
+    return result, None, results.timeline(result, DEFAULT_LOOK)  # examples are drawn in the default look
 
 
 def _on_new_input(previous: Optional[RunResult], source: Optional[str]):
