@@ -268,6 +268,11 @@ def test_a_cached_example_gets_a_state_that_a_new_input_replaces(served, clip, t
     broken.write_text("{}")
     assert page._restore_cached(str(clip), None, *downloads[:4], str(broken), None) == (gr.skip(), None, None)
 
+    # What Gradio caches of an example always has a value: its cache cannot read an empty file output back.
+    for video, image in ((str(clip), None), (None, str(make_image(tmp_path, "still")))):
+        cached = page._run_example(video, image, "the square")
+        assert len(cached) == 9 and all(value is not None for value in cached)
+
     # The page wires it after the cached outputs load.
     demo = page.build_demo(ROOT / "assets", ROOT / "examples", cache_examples=True)
     assert any(getattr(fn.fn, "__name__", "") == "_restore_cached" for fn in demo.fns.values())
