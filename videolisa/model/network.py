@@ -412,9 +412,9 @@ class VideoLISAModel(nn.Module):
             1, -1, *self.sam.prompt_encoder.image_embedding_size)  # [1, 256, 64, 64]
         # On a CPU the decoder's activations (4 MB per frame and layer) stay in cache two frames at a time:
         # 1.5x faster than eight. On a GPU the whole batch goes at once.
-        step = _CPU_DECODE_FRAMES if self.device.type == "cpu" else len(embeddings)
+        step = _CPU_DECODE_FRAMES if self.device.type == "cpu" else max(1, len(embeddings))
         lows, ious = [], []
-        for i in range(0, len(embeddings), max(1, step)):
+        for i in range(0, len(embeddings), step):
             # One prompt for a batch of frames: it broadcasts over the frames (no copy per frame).
             low, iou = decoder(image_embeddings=embeddings[i:i + step].to(self.dtype), image_pe=self.dense_pe(),
                                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
