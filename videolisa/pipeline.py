@@ -85,6 +85,26 @@ class Segmentation:
             "notices": list(self.notices),
         }
 
+    @classmethod
+    def from_card(cls, entry: dict, masks: PackedMasks) -> "Segmentation":
+        """The inverse of ``card()`` given the masks (the exports hold the final ones): no logits, no raw masks
+        apart from the final ones, and zero scores, since a run card holds none of them."""
+        from .postopt import PostOptimization
+
+        post = entry.get("post_optimization")
+        if post is not None:
+            post = PostOptimization(**{k: tuple(v) if isinstance(v, list) else v for k, v in post.items()})
+        width, height = entry["size"]
+        return cls(
+            masks=masks, raw_masks=masks, logits=None, scores=np.zeros(len(masks), np.float32),
+            prompt=entry["prompt"], text=entry["text"], answer_has_seg=entry["answer_has_seg"],
+            mask_from=entry["mask_from"], fps=float(entry["fps"]), num_frames=int(entry["num_frames"]),
+            height=int(height), width=int(width), sparse_frame_indices=tuple(entry["sparse_frame_indices"]),
+            dense_frame_indices=tuple(entry["dense_frame_indices"]), frame_offset=int(entry["frame_offset"]),
+            settings=entry["settings"], timings=entry["timings"], notices=tuple(entry["notices"]),
+            post_optimization=post, model=entry["model"],
+        )
+
 
 class _Timer:
     """Adds up wall time per stage: ``with timer("stage"): ...``."""

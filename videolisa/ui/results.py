@@ -108,27 +108,12 @@ def restore(source: str, exports: Exports, run_dir: str) -> RunResult:
     """
     from ..export import read_npz, read_run_card
     from ..pipeline import Segmentation
-    from ..postopt import PostOptimization
 
     card = read_run_card(exports.run_card)
     masks = read_npz(exports.npz)
     if len(masks) != len(card["targets"]):
         raise ValueError(f"the run card lists {len(card['targets'])} targets but the npz holds {len(masks)}")
-    segmentations = []
-    for entry, target in zip(card["targets"], masks):
-        post = entry.get("post_optimization")
-        if post is not None:
-            post = PostOptimization(**{k: tuple(v) if isinstance(v, list) else v for k, v in post.items()})
-        width, height = entry["size"]
-        segmentations.append(Segmentation(
-            masks=target, raw_masks=target, logits=None, scores=np.zeros(len(target), np.float32),
-            prompt=entry["prompt"], text=entry["text"], answer_has_seg=entry["answer_has_seg"],
-            mask_from=entry["mask_from"], fps=float(entry["fps"]), num_frames=int(entry["num_frames"]),
-            height=int(height), width=int(width), sparse_frame_indices=tuple(entry["sparse_frame_indices"]),
-            dense_frame_indices=tuple(entry["dense_frame_indices"]), frame_offset=int(entry["frame_offset"]),
-            settings=entry["settings"], timings=entry["timings"], notices=tuple(entry["notices"]),
-            post_optimization=post, model=entry["model"],
-        ))
+    segmentations = [Segmentation.from_card(entry, target) for entry, target in zip(card["targets"], masks)]
     first = segmentations[0]
     info = probe(source, max_frames=first.frame_offset + first.num_frames)  # as far as the run went
     return RunResult(source=source, name=Path(source).stem[:60] or "input", run_dir=str(run_dir),
