@@ -461,7 +461,7 @@ class VideoLISAPipeline:
                         for _ in range(start, stop):
                             masks[k].append(np.zeros(size, bool))
                         continue
-                    low, iou = model.sam_decode(embeddings, prompt)
+                    low, iou = model.sam_decode(embeddings, prompt, official=naive)
                     frame_logits = model.sam_postprocess(low, input_size, size)  # [B, H, W] float32
                     for binary in (frame_logits > 0).cpu().numpy():  # threshold on the device, move bits
                         masks[k].append(binary)

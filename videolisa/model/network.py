@@ -25,6 +25,7 @@ from ..prompts import IMAGE_TOKEN_INDEX
 from ..tokenizer import SEG_TOKEN, TOKENIZER_FILES, SlowLlamaTokenizer
 from .checkpoint import WeightReader, check_keys, resolve_directory
 from .config import VideoLISAConfig
+from .sam_decoder import decode_single_mask
 
 log = logging.getLogger(__name__)
 
@@ -404,22 +405,33 @@ class VideoLISAModel(nn.Module):
         return self._pe_cache[key]
 
     @torch.inference_mode()
-    def sam_decode(self, embeddings: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One mask per frame for one prompt: embeddings [B,256,64,64], prompt [256] -> low-res [B,256,256], iou [B]."""
+    def sam_decode(self, embeddings: torch.Tensor, prompt: torch.Tensor,
+                   official: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mask per frame for one prompt: embeddings [B,256,64,64], prompt [256] -> low-res [B,256,256], iou [B].
+
+        On a CPU the decoder's products are taken in a cheaper order (``sam_decoder``), unless ``official``
+        asks for segment-anything's own ``MaskDecoder.forward``.
+        """
         decoder = self.sam.mask_decoder
         sparse = prompt.reshape(1, 1, -1).to(self.dtype)  # [1, 1, 256]
-        dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-            1, -1, *self.sam.prompt_encoder.image_embedding_size)  # [1, 256, 64, 64]
+        no_mask = self.sam.prompt_encoder.no_mask_embed.weight[0]  # [256]
+        cpu = self.device.type == "cpu"
         # On a CPU the decoder's activations (4 MB per frame and layer) stay in cache two frames at a time:
         # 1.5x faster than eight. On a GPU the whole batch goes at once.
-        step = _CPU_DECODE_FRAMES if self.device.type == "cpu" else max(1, len(embeddings))
+        step = _CPU_DECODE_FRAMES if cpu else max(1, len(embeddings))
         lows, ious = [], []
         for i in range(0, len(embeddings), step):
-            # One prompt for a batch of frames: it broadcasts over the frames (no copy per frame).
-            low, iou = decoder(image_embeddings=embeddings[i:i + step].to(self.dtype), image_pe=self.dense_pe(),
-                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
-            lows.append(low[:, 0])  # [b, 256, 256]
-            ious.append(iou[:, 0])  # [b]
+            batch = embeddings[i:i + step].to(self.dtype)
+            if cpu and not official:
+                low, iou = decode_single_mask(decoder, batch, self.dense_pe(), sparse, no_mask)
+            else:
+                # One prompt for a batch of frames: it broadcasts over the frames (no copy per frame).
+                dense = no_mask.reshape(1, -1, 1, 1).expand(1, -1, *self.sam.prompt_encoder.image_embedding_size)
+                low, iou = decoder(image_embeddings=batch, image_pe=self.dense_pe(), sparse_prompt_embeddings=sparse,
+                                   dense_prompt_embeddings=dense, multimask_output=False)
+                low, iou = low[:, 0], iou[:, 0]
+            lows.append(low)  # [b, 256, 256]
+            ious.append(iou)  # [b]
         return (lows[0], ious[0]) if len(lows) == 1 else (torch.cat(lows), torch.cat(ious))
 
     @torch.inference_mode()
