@@ -141,19 +141,40 @@ def test_clip_preprocessing_follows_the_towers_preprocessor_config(tiny_model, t
 
 
 @pytest.mark.parametrize("bias_budget", [None, 1.0])
-def test_sdpa_attention_in_sam_equals_segment_anythings_own(tiny_model, monkeypatch, bias_budget):
+def test_fused_sam_encoder_equals_segment_anythings_own(tiny_model, monkeypatch, bias_budget):
     from videolisa.model import network
-    from videolisa.model.network import set_sam_attention
+    from videolisa.model.network import set_sam_fused
 
     if bias_budget is not None:  # one frame at a time through the global blocks
         monkeypatch.setattr(network, "_SAM_BIAS_BYTES", bias_budget)
     x = torch.randn(2, 3, 1024, 1024)
     fused = tiny_model.sam_encode(x)  # on a CPU the second frame's bias overwrites the first's buffer
     assert not hasattr(network._SCRATCH, "buffers")  # the buffer went with the call
-    set_sam_attention(tiny_model.sam, fused=False)
+    set_sam_fused(tiny_model.sam, fused=False)
     try:
         reference = tiny_model.sam_encode(x)
     finally:
-        set_sam_attention(tiny_model.sam, fused=True)
+        set_sam_fused(tiny_model.sam, fused=True)
     torch.testing.assert_close(fused, reference, atol=1e-4, rtol=1e-4)
 
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fused_channel_norm_equals_segment_anythings_layer_norm_2d(channels_last):
+    import types
+
+    from segment_anything.modeling.common import LayerNorm2d
+
+    from videolisa.model.network import _channel_norm
+
+    norm = LayerNorm2d(64)
+    with torch.no_grad():
+        norm.weight.normal_(1, 0.3)
+        norm.bias.normal_(0, 0.3)
+    x = torch.randn(2, 64, 16, 24) * 3 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = norm(x)
+    fused = types.MethodType(_channel_norm, norm)(x)
+    torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
+    assert fused.is_contiguous(memory_format=torch.channels_last) == channels_last  # the layout the next layer sees

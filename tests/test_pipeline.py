@@ -107,3 +107,15 @@ def test_empty_prompts_are_rejected(pipeline, small_frames, prompt):
 def test_bad_frame_arrays_are_rejected(pipeline, frames, message):
     with pytest.raises(InvalidVideo, match=message):
         pipeline.segment(frames, "x", **SETTINGS)
+
+
+def test_sam_batch_defaults_to_the_device_unless_set(tiny_model, monkeypatch):
+    from videolisa import settings
+    from videolisa.pipeline import VideoLISAPipeline
+
+    monkeypatch.setattr(settings, "SAM_BATCH_SIZE", None)
+    assert (settings.default_sam_batch("cuda"), settings.default_sam_batch("cpu")) == (8, 2)
+    assert VideoLISAPipeline(tiny_model).sam_batch_size == 2  # the tiny model is on the CPU
+    assert VideoLISAPipeline(tiny_model, sam_batch_size=5).sam_batch_size == 5
+    monkeypatch.setattr(settings, "SAM_BATCH_SIZE", 3)  # VIDEOLISA_SAM_BATCH
+    assert VideoLISAPipeline(tiny_model).sam_batch_size == 3

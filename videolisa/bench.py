@@ -135,7 +135,7 @@ def run(args) -> dict:
     result = {
         "size": args.size, "device": str(model.device), "device_name": torch.cuda.get_device_name() if cuda else
         "cpu", "dtype": str(model.dtype), "source": args.source, "frames": args.frames, "height": args.height, "sparse": args.sparse,
-        "dense": args.dense, "sam_batch": args.batch, "load_s": round(load_s, 2), "rows": rows,
+        "dense": args.dense, "sam_batch": pipe.sam_batch_size, "load_s": round(load_s, 2), "rows": rows,
         "render_encode_s": render_s, "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     if args.naive:
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=None, help="default: 16:9 of the height")
     parser.add_argument("--sparse", type=int, default=32)
     parser.add_argument("--dense", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=8, help="frames per SAM encoder batch")
+    parser.add_argument("--batch", type=int, help="frames per SAM encoder batch (default: 8 on a GPU, 2 on a CPU)")
     parser.add_argument("--source", choices=["file", "memory"], default="file",
                         help="decode a generated H.264 clip, or hand the pipeline frames in memory")
     parser.add_argument("--device", default=None)

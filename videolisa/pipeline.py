@@ -20,10 +20,11 @@ import torch
 
 from .errors import InvalidPrompt, InvalidSettings, ModelUnavailable
 from .masks import PackedMasks
-from .model.network import VideoLISAModel, set_sam_attention
+from .model.network import VideoLISAModel, set_sam_fused
 from .prompts import TEACHER_FORCED_ANSWER, build_prompt_ids, render_prompt, sanitize_user_text
 from .sampling import check_frame_counts, dense_positions, sparse_indices
-from .settings import DEFAULT_SAM2, MAX_NEW_TOKENS, NO_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, SAM_BATCH_SIZE, Limits
+from .settings import (DEFAULT_SAM2, MAX_NEW_TOKENS, NO_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, Limits,
+                       default_sam_batch)
 from .source import FrameSource, open_source
 
 Progress = Callable[[str, float], None]  # (stage description, fraction done in [0, 1])
@@ -187,11 +188,11 @@ class VideoLISAPipeline:
     """A loaded VideoLISA model and the caches that make repeated prompts on one video cheap."""
 
     def __init__(self, model: VideoLISAModel, sam2: Optional[str] = DEFAULT_SAM2, limits: Limits = NO_LIMITS,
-                 sam_batch_size: int = SAM_BATCH_SIZE, cache_mb: Optional[float] = None):
+                 sam_batch_size: Optional[int] = None, cache_mb: Optional[float] = None):
         self.model = model
         self.sam2 = sam2  # None: post-optimization is switched off (and says so)
         self.limits = limits
-        self.sam_batch_size = max(1, int(sam_batch_size))
+        self.sam_batch_size = max(1, int(sam_batch_size or default_sam_batch(model.device.type)))
         if cache_mb is None:
             cache_mb = float(os.environ.get("VIDEOLISA_CACHE_MB", "4096"))
         self.cache = _ByteLRU(int(cache_mb * 1e6))
@@ -231,13 +232,13 @@ class VideoLISAPipeline:
         limits = limits or self.limits
         report = progress or (lambda stage, fraction: None)
         with self._lock, torch.inference_mode():
-            # The naive mode also uses segment-anything's own attention, as the official code does.
-            set_sam_attention(self.model.sam, fused=not naive)
+            # The naive mode also uses segment-anything's own attention and norms, as the official code does.
+            set_sam_fused(self.model.sam, fused=not naive)
             try:
                 return self._run(video, prompts, num_frames_sparse, num_frames_dense, post_optimize, return_logits,
                                  generate_text, mask_from, max_new_tokens, limits, report, naive)
             finally:
-                set_sam_attention(self.model.sam, fused=True)
+                set_sam_fused(self.model.sam, fused=True)
 
     def _run(self, video, prompts, num_frames_sparse, num_frames_dense, post_optimize, return_logits, generate_text,
              mask_from, max_new_tokens, limits, report, naive) -> list[Segmentation]:
@@ -498,16 +499,17 @@ class VideoLISAPipeline:
 
             # Decoding the next chunk overlaps with SAM on this one (the decoder releases the GIL).
             chunks = prefetch(chunks, depth=2)
-        while True:
-            with timer("decode_frames"):
-                item = next(chunks, None)
-            if item is None:
-                return
-            start, frames = item
-            with timer("sam_encode"):
-                x, _ = self.model.sam_preprocess(frames)
-                embeddings = self.model.sam_encode(x)
-            yield start, start + len(frames), embeddings
+        with self.model.encoder_scratch():
+            while True:
+                with timer("decode_frames"):
+                    item = next(chunks, None)
+                if item is None:
+                    return
+                start, frames = item
+                with timer("sam_encode"):
+                    x, _ = self.model.sam_preprocess(frames)
+                    embeddings = self.model.sam_encode(x)
+                yield start, start + len(frames), embeddings
 
     # ------------------------------------------------------------------ post-optimization
     def _post_optimize(self, source: FrameSource, raw: PackedMasks, scores: np.ndarray, dense_frames):

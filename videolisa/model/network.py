@@ -267,7 +267,7 @@ class VideoLISAModel(nn.Module):
         sam = _materialize(sam, reader, SAM_PREFIX, device, dtype)
         sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
         sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
-        set_sam_attention(sam, fused=True)
+        set_sam_fused(sam, fused=True)
 
         tower_name = vision_tower or config.vision_tower
         vision_dir = resolve_directory(tower_name, patterns=CLIP_PATTERNS, fallback_patterns=CLIP_FALLBACK,
@@ -299,7 +299,7 @@ class VideoLISAModel(nn.Module):
             torch.set_default_dtype(previous)
         sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
         sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
-        set_sam_attention(sam, fused=True)
+        set_sam_fused(sam, fused=True)
         _truncate_tower(vision, config.vision_select_layer)
         llm.config._attn_implementation = "sdpa"
         vision.config._attn_implementation = "sdpa"
@@ -383,10 +383,26 @@ class VideoLISAModel(nn.Module):
     @torch.inference_mode()
     def sam_encode(self, x: torch.Tensor) -> torch.Tensor:
         """SAM image embeddings: [B, 3, 1024, 1024] -> [B, 256, 64, 64]."""
-        if self.device.type == "cuda":
+        with self.encoder_scratch():
             return self.sam.image_encoder(x)
-        with _bias_scratch():
-            return self.sam.image_encoder(x)
+
+    @contextmanager
+    def encoder_scratch(self):
+        """While open, SAM's global attention on a CPU builds every frame's bias into one buffer (per thread).
+
+        A frame's bias is large (134 MB for the tiny encoder, 1 GB for ViT-H in float32): a fresh one per
+        frame is memory the C allocator maps and the kernel faults in anew, which on a CPU took more than
+        half of the encoder's time. Open it around all the batches of a video; the buffer goes when it
+        closes. A GPU's caching allocator already reuses that memory.
+        """
+        if self.device.type == "cuda" or getattr(_SCRATCH, "buffers", None) is not None:
+            yield
+            return
+        _SCRATCH.buffers = {}
+        try:
+            yield
+        finally:
+            del _SCRATCH.buffers
 
     def dense_pe(self) -> torch.Tensor:
         """SAM's dense positional encoding [1, 256, 64, 64], computed once per device and dtype.
@@ -449,24 +465,7 @@ _LLM_ATTENTION_BACKENDS = [torch.nn.attention.SDPBackend.FLASH_ATTENTION,
                            torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION, torch.nn.attention.SDPBackend.MATH]
 _CPU_DECODE_FRAMES = 2
 _SAM_BIAS_BYTES = 1.1e9  # at most this much relative-position bias at once (two ViT-H frames in bf16)
-
-
-_SCRATCH = threading.local()
-
-
-@contextmanager
-def _bias_scratch():
-    """While open, SAM's global attention builds the bias of every frame into the same buffer (in this thread).
-
-    A frame's bias is large (134 MB for the tiny encoder, 1 GB for ViT-H in float32): a fresh one per frame
-    is memory the C allocator maps and the kernel faults in anew, which on a CPU took more than half of
-    the encoder's time. The buffer goes when the encoder call ends.
-    """
-    _SCRATCH.buffers = {}
-    try:
-        yield
-    finally:
-        del _SCRATCH.buffers
+_SCRATCH = threading.local()  # the open bias buffers of VideoLISAModel.encoder_scratch, per thread
 
 
 def _bias_buffer(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -497,7 +496,7 @@ def _sam_attention_sdpa(self, x: torch.Tensor) -> torch.Tensor:
     rel_pos_h, rel_pos_w = get_rel_pos(h, h, self.rel_pos_h), get_rel_pos(w, w, self.rel_pos_w)
     # The bias of a global block is [heads, HW, HW] per frame (0.5 GB in bf16 for ViT-H): build it for a
     # few frames at a time so that large batches stay within memory. A CPU goes one frame at a time, each
-    # into the same buffer (``_bias_scratch``), which stays in its caches and mapped.
+    # into the same buffer (``VideoLISAModel.encoder_scratch``), which stays mapped.
     budget = _SAM_BIAS_BYTES if q.device.type == "cuda" else 0
     step = max(1, int(budget // (self.num_heads * (h * w) ** 2 * q.element_size())))
     outs = []
@@ -514,17 +513,33 @@ def _sam_attention_sdpa(self, x: torch.Tensor) -> torch.Tensor:
     return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
 
 
-def set_sam_attention(sam, fused: bool) -> None:
-    """Use SDPA in SAM's image encoder (``fused=True``) or segment-anything's own attention (the official path)."""
+def _channel_norm(self, x: torch.Tensor) -> torch.Tensor:
+    """segment-anything's ``LayerNorm2d`` as one layer norm over the last axis of channels-last features.
+
+    Its own forward reduces over axis 1, which strides through channels-last memory (the layout SAM's
+    neck and mask decoder produce): five times slower there, for the same normalisation.
+    """
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        return type(self).forward(self, x)
+    normed = nn.functional.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+    return normed.permute(0, 3, 1, 2)
+
+
+def set_sam_fused(sam, fused: bool) -> None:
+    """SAM with SDPA attention and fused channel norms (``fused=True``), or segment-anything's own code."""
     import types
 
+    from segment_anything.modeling.common import LayerNorm2d
+
+    patched = [(block.attn, _sam_attention_sdpa) for block in sam.image_encoder.blocks]
+    patched += [(module, _channel_norm) for module in sam.modules() if isinstance(module, LayerNorm2d)]
     # Touch the modules only when the choice changes (rebinding on every call would churn their state).
-    for block in sam.image_encoder.blocks:
-        current = block.attn.__dict__.get("forward")
+    for module, forward in patched:
+        current = module.__dict__.get("forward")
         if fused and current is None:
-            block.attn.forward = types.MethodType(_sam_attention_sdpa, block.attn)
+            module.forward = types.MethodType(forward, module)
         elif not fused and current is not None:
-            del block.attn.forward
+            del module.forward
 
 
 def _materialize(module: nn.Module, reader: WeightReader, prefix: str, device, dtype) -> nn.Module:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.nn import functional as F
 
 
 def decode_single_mask(decoder, embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
@@ -47,23 +46,11 @@ def decode_single_mask(decoder, embeddings: torch.Tensor, image_pe: torch.Tensor
     final = _tokens_to_image(transformer.final_attn_token_to_image, queries + tokens, image + pe, image)
     queries = transformer.norm_final_attn(queries + final)
 
-    upscaled = _upscale(decoder.output_upscaling, image.transpose(1, 2).view(b, c, h, w))  # [b, C/8, 4h, 4w]
+    upscaled = decoder.output_upscaling(image.transpose(1, 2).view(b, c, h, w))  # [b, C/8, 4h, 4w]
     hyper = decoder.output_hypernetworks_mlps[0](queries[:, 1])  # only the first mask is asked for
     low = (hyper[:, None] @ upscaled.flatten(2)).view(b, *upscaled.shape[-2:])
     iou = decoder.iou_prediction_head(queries[:, 0])[:, 0]
     return low, iou
-
-
-def _upscale(upscaling, x: torch.Tensor) -> torch.Tensor:
-    """``output_upscaling(x)`` for channels-last x, with its channel norm as a layer norm over the last axis.
-
-    segment-anything's ``LayerNorm2d`` reduces over axis 1, which strides through channels-last memory: 25x
-    slower than the same normalisation over contiguous channels.
-    """
-    first, norm, act1, second, act2 = upscaling
-    x = first(x).permute(0, 2, 3, 1)  # the convolution keeps channels last: a view, not a copy
-    x = F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps).permute(0, 3, 1, 2)
-    return act2(second(act1(x)))
 
 
 def _heads(weight: torch.Tensor, heads: int) -> torch.Tensor:
