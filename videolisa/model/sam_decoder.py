@@ -1,7 +1,7 @@
 """SAM's mask decoder evaluated in a cheaper order, for a CPU.
 
-segment-anything's ``MaskDecoder`` projects all 4096 image tokens to queries, keys and values in every
-attention between the 6 prompt tokens and the image, three times per frame: most of its work. The
+segment-anything's ``MaskDecoder`` projects all 4096 image tokens to queries, keys and values in each of
+the five attentions between the 6 prompt tokens and the image: most of its work per frame. The
 products can be taken the other way round, ``(q Wk) x^T`` instead of ``q (x Wk)^T`` and ``(A x) Wv``
 instead of ``A (x Wv)``, so that the projections apply to the 6 tokens and the image is read once per
 product: the same function up to float rounding, for about half the operations and a fraction of the
