@@ -119,3 +119,22 @@ def test_sam_batch_defaults_to_the_device_unless_set(tiny_model, monkeypatch):
     assert VideoLISAPipeline(tiny_model, sam_batch_size=5).sam_batch_size == 5
     monkeypatch.setattr(settings, "SAM_BATCH_SIZE", 3)  # VIDEOLISA_SAM_BATCH
     assert VideoLISAPipeline(tiny_model).sam_batch_size == 3
+
+
+def test_same_bytes_in_another_shape_are_another_video(pipeline):
+    # Black frames in landscape and in portrait have the same bytes; reusing one's SAM work for the other is wrong.
+    landscape = pipeline.segment(np.zeros((3, 40, 60, 3), np.uint8), "the object", **SETTINGS)
+    portrait = pipeline.segment(np.zeros((3, 60, 40, 3), np.uint8), "the object", **SETTINGS)
+    assert np.asarray(landscape.masks).shape == (3, 40, 60)
+    assert np.asarray(portrait.masks).shape == (3, 60, 40)
+    assert "sam_encode" in portrait.timings  # encoded anew, not served from the landscape video's cache
+
+
+def test_frames_that_are_not_contiguous_are_keyed_by_their_content(pipeline, small_frames):
+    from videolisa.source import open_source
+
+    bgr = small_frames[..., ::-1]  # a view with negative strides, as OpenCV users hand over
+    view, _ = open_source(bgr, pipeline.limits)
+    copy, _ = open_source(np.ascontiguousarray(bgr), pipeline.limits)
+    other, _ = open_source(small_frames, pipeline.limits)
+    assert view.key == copy.key != other.key

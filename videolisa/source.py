@@ -76,6 +76,19 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()[:32]
 
 
+def _frames_digest(frames: np.ndarray) -> str:
+    """A content hash of frames in memory, their shape included (black frames in landscape and in portrait have
+    the same bytes). Frames are hashed side by side, one at a time (hashlib releases the GIL; a view that is not
+    contiguous is copied a frame at a time, not whole)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    digest = hashlib.sha256(repr(frames.shape).encode())
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for frame_digest in pool.map(lambda frame: hashlib.sha256(np.ascontiguousarray(frame).data).digest(), frames):
+            digest.update(frame_digest)
+    return digest.hexdigest()[:32]
+
+
 def _header_size(path: Path) -> Optional[tuple[int, int]]:
     """(width, height) as the file's header states it, without decoding a picture; None when it cannot tell."""
     try:
@@ -174,7 +187,7 @@ def open_source(video, limits: Limits) -> tuple[FrameSource, list[str]]:
                 f"The frames are {width}x{height} ({width * height / 1e6:.1f} megapixels), more than the "
                 f"{limits.max_pixels / 1e6:.1f} megapixels allowed: downscale them and try again."
             )
-        key_parts = [hashlib.sha256(np.ascontiguousarray(frames).data).hexdigest()[:32]]
+        key_parts = [_frames_digest(frames)]
         source = FrameSource(num_frames=len(frames), height=height, width=width, fps=0.0,
                              max_side=limits.max_inference_side, key="", _frames=frames)
     if source.max_side and min(height, width) > source.max_side:
