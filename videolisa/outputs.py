@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -33,11 +34,15 @@ def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Op
     out_dir.mkdir(parents=True, exist_ok=True)
     info = probe(video, max_frames=first.frame_offset + first.num_frames)  # the frames of the result, no more
     paths: dict[str, Path] = {}
-    if overlay:
-        paths["overlay"] = render_video(video, [s.masks for s in segmentations], out_dir / "overlay.mp4",
-                                        style or OverlayStyle(), keep_audio=keep_audio, start=first.frame_offset,
-                                        stop=first.frame_offset + first.num_frames)
-    exports = export_run(segmentations, info, out_dir)
+    # The exports are written while the overlay is drawn and encoded: both are mostly C code and ffmpeg
+    # processes, which overlap on a machine's cores.
+    with ThreadPoolExecutor(1) as pool:
+        exporting = pool.submit(export_run, segmentations, info, out_dir)
+        if overlay:
+            paths["overlay"] = render_video(video, [s.masks for s in segmentations], out_dir / "overlay.mp4",
+                                            style or OverlayStyle(), keep_audio=keep_audio,
+                                            start=first.frame_offset, stop=first.frame_offset + first.num_frames)
+        exports = exporting.result()
     png_dir = out_dir / "masks"
     png_dir.mkdir(exist_ok=True)
     with zipfile.ZipFile(exports["png_zip"]) as archive:

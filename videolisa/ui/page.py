@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Optional
@@ -180,11 +181,15 @@ def segment(video: Optional[str], image: Optional[str], prompts: str, sparse_fra
             segmentations = [replace(s, notices=(*s.notices, shortened)) for s in segmentations]
         run_dir = files.new_request_dir()
         name = Path(source).stem[:60] or "input"
-        progress(0.86, desc="Writing the downloads")
-        exports = results.export_run(segmentations, info, run_dir, name)
         result = RunResult(source=source, name=name, run_dir=str(run_dir), info=info,
-                           segmentations=tuple(results.kept(s) for s in segmentations), exports=exports)
-        visible = _render(result, look, files.new_subdir(run_dir, "look-"), progress)
+                           segmentations=tuple(results.kept(s) for s in segmentations), exports=None)
+        # The downloads are written while the result video is drawn and encoded: both are mostly C code and
+        # ffmpeg processes, which overlap on the machine's cores (progress is reported from this thread only).
+        with ThreadPoolExecutor(1) as pool:
+            exporting = pool.submit(results.export_run, segmentations, info, run_dir, name)
+            visible = _render(result, look, files.new_subdir(run_dir, "look-"), progress)
+            progress(0.98, desc="Writing the downloads")
+            result = replace(result, exports=exporting.result())
     except VideoLISAError as exc:
         raise gr.Error(str(exc), title="VideoLISA could not run") from exc
     _forget(previous)  # the session's earlier result is replaced: its files go

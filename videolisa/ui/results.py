@@ -83,7 +83,7 @@ class RunResult:
     run_dir: str  # this run's output directory
     info: VideoInfo
     segmentations: tuple  # one videolisa.Segmentation per target
-    exports: Exports
+    exports: Optional[Exports]  # None only while a new run's downloads are being written
 
     @property
     def first(self):
