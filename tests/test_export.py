@@ -124,3 +124,17 @@ def test_exports_refuse_masks_that_do_not_agree(tmp_path):
     with pytest.raises(ValueError, match="object 1"):
         export.export_rle_json([PackedMasks(4, 4, [np.zeros((4, 4))]), PackedMasks(4, 5, [np.zeros((4, 5))])],
                                tmp_path / "m.json")
+
+
+def test_a_single_mask_video_is_white_on_black_at_an_odd_size(tmp_path):
+    height, width = 37, 51
+    truth = np.zeros((4, height, width), bool)
+    truth[:, 5:30, 10:40] = True
+    truth[2] = False  # an empty frame stays black
+    path = export.export_mask_video([PackedMasks.from_array(truth)], tmp_path / "mask.mp4", fps=Fraction(25))
+    summary = media.stream_summary(path)
+    assert (summary["video_codec"], summary["pix_fmt"], summary["frames"]) == ("h264", "yuv420p", 4)
+    frames = np.stack(list(video.iter_frames(path)))[:, :height, :width]  # RGB as a player shows it
+    inside, outside = frames[truth[..., None].repeat(3, -1)], frames[~truth[..., None].repeat(3, -1)]
+    assert np.median(inside) >= 250 and np.median(outside) <= 5
+    assert np.mean((media.luma(frames) > 128) != truth) < 0.01
