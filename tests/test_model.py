@@ -178,3 +178,6 @@ def test_fused_channel_norm_equals_segment_anythings_layer_norm_2d(channels_last
     fused = types.MethodType(_channel_norm, norm)(x)
     torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
     assert fused.is_contiguous(memory_format=torch.channels_last) == channels_last  # the layout the next layer sees
+    half = types.MethodType(_channel_norm, norm.to(torch.bfloat16))(x.to(torch.bfloat16))  # as on a GPU
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), expected, atol=0.05, rtol=0.02)
