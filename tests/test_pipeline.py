@@ -138,3 +138,21 @@ def test_frames_that_are_not_contiguous_are_keyed_by_their_content(pipeline, sma
     copy, _ = open_source(np.ascontiguousarray(bgr), pipeline.limits)
     other, _ = open_source(small_frames, pipeline.limits)
     assert view.key == copy.key != other.key
+
+
+def test_the_benchmark_runs_and_the_second_prompt_skips_the_video_work(tmp_path):
+    import json
+
+    from videolisa import bench
+    from videolisa.settings import default_sam_batch
+
+    out = tmp_path / "bench.json"
+    assert bench.main(["--size", "tiny", "--frames", "3", "--height", "48", "--sparse", "2", "--dense", "1",
+                       "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = {row["run"]: row for row in result["rows"]}
+    assert {"sam_encode", "vision"} <= set(rows["first prompt"]["stages"])
+    assert not {"sam_encode", "vision"} & set(rows["second prompt (same video)"]["stages"])
+    assert {"sam_encode", "vision"} <= set(rows["naive (official organisation)"]["stages"])  # nothing cached
+    assert all(row["minor_faults"] >= 0 and row["seconds"] > 0 for row in result["rows"])
+    assert result["sam_batch"] == default_sam_batch("cpu") and result["peak_rss_mb"] > 0
