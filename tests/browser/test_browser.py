@@ -114,5 +114,12 @@ def test_a_cached_example_redraws_with_a_new_look(browser_page, tmp_path, monkey
             page.mouse.click(box["x"] + box["width"] * (0.9 - 0.6 * visit), box["y"] + box["height"] / 2)
             page.wait_for_function(RESULT_DECODED, arg=first_src)
             assert app["calls"].calls == calls + 1
+            assert page.locator("#vl-keyframes").is_visible() and page.locator("#vl-timeline").is_visible()
+
+        # A still image: its one frame is the result itself, so no keyframes and no timeline.
+        page.get_by_text("Still: the picture").click()
+        page.locator("#vl-answer").get_by_text("the picture").wait_for()
+        page.locator("#vl-keyframes").wait_for(state="hidden")
+        assert not page.locator("#vl-timeline").is_visible()
     finally:
         demo.close()

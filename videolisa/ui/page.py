@@ -145,8 +145,12 @@ def _render(result: RunResult, look: Look, out_dir: Path, progress) -> tuple:
 
 
 def _reveal(comparison, timeline, *downloads):
-    """Show the outputs that have a value (comparison, timeline, downloads) and hide the others (page only)."""
-    return tuple(gr.update(visible=value is not None) for value in (comparison, timeline, *downloads))
+    """Show the outputs that have a value (comparison, timeline, downloads) and hide the others (page only).
+
+    The keyframes go with the timeline: a still image has neither (its one frame is the result itself).
+    Returns updates for comparison, timeline, keyframes and the downloads.
+    """
+    return tuple(gr.update(visible=value is not None) for value in (comparison, timeline, timeline, *downloads))
 
 
 # ---------------------------------------------------------------------------------------------- events
@@ -286,7 +290,7 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
         keyframes = gr.Gallery(label="Dense keyframes: the frames the model saw in full detail", columns=4,
                                object_fit="contain", allow_preview=True, elem_id="vl-keyframes")
         timeline = gr.Image(label="Timeline", type="filepath", interactive=False, visible=False, show_label=False,
-                            buttons=["download"])
+                            buttons=["download"], elem_id="vl-timeline")
         with gr.Accordion("Run details", open=False):
             run_details = gr.JSON(label="Summary")
 
@@ -297,6 +301,7 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
         look_inputs = [state, color, opacity, contour, dim_background]
 
         revealed = [comparison, timeline, *downloads]
+        revealing = [comparison, timeline, keyframes, *downloads]
         if examples:
             with examples_area:
                 gr.Markdown("### Examples\nClick one to load it, then Run. Add `?example=<id>` to this page's address "
@@ -312,15 +317,15 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
             if cache_examples:
                 listed.load_input_event.then(
                     _restore_cached, [video, image, *downloads, state], [state, comparison, timeline],
-                    api_visibility="private").then(_reveal, revealed, revealed, api_visibility="private")
+                    api_visibility="private").then(_reveal, revealed, revealing, api_visibility="private")
         gr.HTML('<div class="vl-footer">Example media: <i>Big Buck Bunny</i> © Blender Foundation (CC BY 3.0); '
                 "photos from scikit-image (CC0). Outputs are kept for two hours, then deleted.</div>")
 
         gpu_event = dict(concurrency_limit=1, concurrency_id="gpu")
         run.click(segment, [*inputs, state], [*all_outputs, state], api_name="segment", **gpu_event).then(
-            _reveal, revealed, revealed, api_visibility="private")
+            _reveal, revealed, revealing, api_visibility="private")
         prompts.submit(segment, [*inputs, state], [*all_outputs, state], api_visibility="private", **gpu_event).then(
-            _reveal, revealed, revealed, api_visibility="private")
+            _reveal, revealed, revealing, api_visibility="private")
 
         render_event = dict(concurrency_limit=2, concurrency_id="render", api_visibility="private",
                             trigger_mode="always_last")
