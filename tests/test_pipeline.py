@@ -156,3 +156,21 @@ def test_the_benchmark_runs_and_the_second_prompt_skips_the_video_work(tmp_path)
     assert {"sam_encode", "vision"} <= set(rows["naive (official organisation)"]["stages"])  # nothing cached
     assert all(row["minor_faults"] >= 0 and row["seconds"] > 0 for row in result["rows"])
     assert result["sam_batch"] == default_sam_batch("cpu") and result["peak_rss_mb"] > 0
+
+
+class _Everything:
+    def __contains__(self, token):
+        return True
+
+
+def test_an_answer_cut_by_the_token_limit_says_so(pipeline, small_frames, monkeypatch):
+    monkeypatch.setattr(pipeline.model, "end_token_ids", frozenset())  # the answer never ends by itself
+    # The last generated token stops inside a character's bytes.
+    monkeypatch.setattr(pipeline.model.tokenizer, "decode", lambda ids: "it is the cup \ufffd")
+    seg = pipeline.segment(small_frames, "the square", generate_text=True, max_new_tokens=3, **SETTINGS)
+    assert seg.text == "it is the cup"
+    assert any("limit of 3 new tokens" in n for n in seg.notices)
+
+    monkeypatch.setattr(pipeline.model, "end_token_ids", _Everything())  # the first token ends the answer
+    ended = pipeline.segment(small_frames, "the square", generate_text=True, max_new_tokens=3, **SETTINGS)
+    assert not any("new tokens" in n for n in ended.notices)

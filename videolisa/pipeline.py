@@ -417,9 +417,11 @@ class VideoLISAPipeline:
         generated: list[int] = []
         seg_state = None
         embed = model.llm.get_input_embeddings()
+        ended = False
         for _ in range(max_new_tokens):
             token = int(model.next_token_logits(state).argmax())
             if token in model.end_token_ids:
+                ended = True
                 break
             if token == model.seg_token_id and seg_state is None:
                 seg_state = state
@@ -429,13 +431,18 @@ class VideoLISAPipeline:
             state = out[0, -1]
             position += 1
         reply = " ".join(model.tokenizer.decode(generated).split())
+        cut = ()
+        if not ended:
+            # A character cut in the middle of its bytes decodes as U+FFFD: drop it rather than show it.
+            reply = reply.rstrip("\ufffd").rstrip()
+            cut = (f"The answer reached the limit of {max_new_tokens} new tokens and was cut there.",)
         has_seg = seg_state is not None
         if mask_from == "teacher_forced":
-            return _Answer(embedding=answer.embedding, text=reply, has_seg=has_seg)
+            return _Answer(embedding=answer.embedding, text=reply, has_seg=has_seg, notices=cut)
         if has_seg:
-            return _Answer(embedding=model.mask_embedding(seg_state[None])[0], text=reply, has_seg=True)
+            return _Answer(embedding=model.mask_embedding(seg_state[None])[0], text=reply, has_seg=True, notices=cut)
         return _Answer(embedding=None, text=reply, has_seg=False,
-                       notices=("The generated answer contains no [SEG] token, so there is no mask.",))
+                       notices=(*cut, "The generated answer contains no [SEG] token, so there is no mask."))
 
     # ------------------------------------------------------------------ SAM on every frame
     def _masks(self, source: FrameSource, prompts: list[Optional[torch.Tensor]], return_logits: bool, naive: bool,
