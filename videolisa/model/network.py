@@ -516,8 +516,9 @@ def _sam_attention_sdpa(self, x: torch.Tensor) -> torch.Tensor:
 def _channel_norm(self, x: torch.Tensor) -> torch.Tensor:
     """segment-anything's ``LayerNorm2d`` as one layer norm over the last axis of channels-last features.
 
-    Its own forward reduces over axis 1, which strides through channels-last memory (the layout SAM's
-    neck and mask decoder produce): 5 to 25 times slower there on a CPU, for the same normalisation.
+    Its own forward reduces over axis 1, which strides through channels-last memory (the layout of the mask
+    decoder's upscaling features): 25 times slower there on a CPU, for the same normalisation. Channels-first
+    features (the encoder neck's) keep segment-anything's code.
     """
     if not x.is_contiguous(memory_format=torch.channels_last):
         return type(self).forward(self, x)
