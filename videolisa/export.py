@@ -36,7 +36,7 @@ from pycocotools import mask as coco_mask
 
 from .errors import InvalidVideo
 from .masks import PackedMasks
-from .video import PathLike, VideoWriter, Yuv420Frame
+from .video import BT709_TAGS, PathLike, VideoWriter, Yuv420Frame
 
 _PNG_NAME = re.compile(r"^(\d{5,})\.png$")
 RUN_CARD_NAME = "run.json"
@@ -224,21 +224,18 @@ def export_mask_video(masks_per_object: Sequence[PackedMasks], path: PathLike,
     """The masks alone as an H.264 MP4 (white on black, or DAVIS colours for several objects)."""
     _, _, height, width = _shape(masks_per_object)
     if len(masks_per_object) == 1:
-        # White on black has no colour: its luma plane goes to the encoder as is, with neutral chroma,
-        # instead of RGB frames for FFmpeg to convert (40 % faster, the same pictures).
+        # White on black has no colour: its luma plane goes to the encoder as is, with neutral chroma and the
+        # tags of the RGB path, instead of RGB frames for FFmpeg to convert (40 % faster, the same pictures).
         neutral = np.full(((height + 1) // 2, (width + 1) // 2), 128, np.uint8)
-        with VideoWriter(path, width, height, fps, yuv_tags=_BT709_TV) as writer:
+        with VideoWriter(path, width, height, fps, yuv_tags=BT709_TAGS) as writer:
             for (mask,) in _frame_masks(masks_per_object):
                 luma = mask.view(np.uint8) * np.uint8(219) + np.uint8(16)  # limited range: 16 black, 235 white
-                writer.write_yuv420(Yuv420Frame(luma, neutral, neutral, "bt709", False, _BT709_TV))
+                writer.write_yuv420(Yuv420Frame(luma, neutral, neutral, "bt709", False, BT709_TAGS))
         return writer.result.path
     with VideoWriter(path, width, height, fps) as writer:
         for masks in _frame_masks(masks_per_object):
             writer.write(DAVIS_PALETTE[label_map(masks)])  # [H, W, 3]
     return writer.result.path
-
-
-_BT709_TV = ("-color_range", "tv", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709")
 
 
 # ----------------------------------------------------------------------------------------- run card

@@ -740,6 +740,10 @@ def _as_rate(fps: Union[float, Fraction, int]) -> Fraction:
     return rate
 
 
+# How the writer tags what it encodes from RGB: BT.709, limited range.
+BT709_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
+
+
 class VideoWriter:
     """Streams frames into a browser-playable MP4 (H.264, yuv420p, even size, +faststart).
 
@@ -787,9 +791,8 @@ class VideoWriter:
             video = list(yuv_tags)
         else:
             pad = "pad=ceil(iw/2)*2:ceil(ih/2)*2"  # 4:2:0 needs even sizes: pad, never crop
-            bt709 = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
             source = ["-pix_fmt", "rgb24"]
-            video = ["-vf", f"{pad},scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", *bt709]
+            video = ["-vf", f"{pad},scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", *BT709_TAGS]
         return [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
             "-f", "rawvideo", *source, "-s", f"{self.width + self.width % 2 if self.yuv else self.width}x"

@@ -435,6 +435,7 @@ class VideoLISAModel(nn.Module):
         decoder = self.sam.mask_decoder
         sparse = prompt.reshape(1, 1, -1).to(self.dtype)  # [1, 1, 256]
         no_mask = self.sam.prompt_encoder.no_mask_embed.weight[0]  # [256]
+        dense = no_mask.reshape(1, -1, 1, 1).expand(1, -1, *self.sam.prompt_encoder.image_embedding_size)  # a view
         cpu = self.device.type == "cpu"
         # On a CPU the decoder's activations (4 MB per frame and layer) stay in cache two frames at a time:
         # 1.5x faster than eight. On a GPU the whole batch goes at once.
@@ -446,7 +447,6 @@ class VideoLISAModel(nn.Module):
                 low, iou = decode_single_mask(decoder, batch, self.dense_pe(), sparse, no_mask)
             else:
                 # One prompt for a batch of frames: it broadcasts over the frames (no copy per frame).
-                dense = no_mask.reshape(1, -1, 1, 1).expand(1, -1, *self.sam.prompt_encoder.image_embedding_size)
                 low, iou = decoder(image_embeddings=batch, image_pe=self.dense_pe(), sparse_prompt_embeddings=sparse,
                                    dense_prompt_embeddings=dense, multimask_output=False)
                 low, iou = low[:, 0], iou[:, 0]
