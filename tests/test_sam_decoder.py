@@ -68,3 +68,31 @@ def test_channels_last_embeddings_come_back_unchanged():
     with torch.inference_mode():
         decode_single_mask(decoder, embeddings, torch.randn(1, 256, 64, 64), torch.randn(1, 1, 256), torch.randn(256))
     assert torch.equal(embeddings, before)
+
+
+@pytest.mark.parametrize("input_size, original_size", [((576, 1024), (480, 854)), ((1024, 576), (854, 480)),
+                                                       ((767, 1024), (241, 321)), ((1024, 3), (1000, 2)),
+                                                       ((1024, 1024), (300, 300))])
+def test_low_res_logits_of_the_read_cells_give_the_official_masks(tiny_model, input_size, original_size):
+    # Only the cells that post-processing reads for this input size are upscaled; the padding's are not.
+    torch.manual_seed(4)
+    embeddings, prompt = torch.randn(2, 256, 64, 64), torch.randn(256) * 3
+    official_low, official_iou = tiny_model.sam_decode(embeddings, prompt, official=True)
+    reference = tiny_model.sam.postprocess_masks(official_low[:, None], input_size, original_size)[:, 0]
+    low, iou = tiny_model.sam_decode(embeddings, prompt, input_size=input_size)
+    rows, cols = tiny_model.sam_low_res_extent(input_size)
+    assert low.shape == (2, 4 * rows, 4 * cols)
+    if input_size != (1024, 1024):
+        assert rows * cols < 64 * 64
+    torch.testing.assert_close(tiny_model.sam_postprocess(low, input_size, original_size), reference,
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(iou, official_iou, atol=1e-5, rtol=1e-5)
+
+
+def test_cropped_post_processing_equals_segment_anythings_on_the_same_logits(tiny_model):
+    low = torch.randn(3, 256, 256) * 5
+    for input_size in ((576, 1024), (1024, 400), (9, 1024)):
+        rows, cols = tiny_model.sam_low_res_extent(input_size)
+        reference = tiny_model.sam.postprocess_masks(low[:, None], input_size, (333, 517))[:, 0]
+        cropped = tiny_model.sam_postprocess(low[:, :4 * rows, :4 * cols], input_size, (333, 517))
+        torch.testing.assert_close(cropped, reference, atol=0, rtol=0)

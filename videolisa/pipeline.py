@@ -469,7 +469,7 @@ class VideoLISAPipeline:
                         for _ in range(start, stop):
                             masks[k].append(np.zeros(size, bool))
                         continue
-                    low, iou = model.sam_decode(embeddings, prompt, official=naive)
+                    low, iou = model.sam_decode(embeddings, prompt, official=naive, input_size=input_size)
                     frame_logits = model.sam_postprocess(low, input_size, size)  # [B, H, W] float32
                     for binary in (frame_logits > 0).cpu().numpy():  # threshold on the device, move bits
                         masks[k].append(binary)
