@@ -442,12 +442,12 @@ class VideoLISAModel(nn.Module):
         # On a CPU the decoder's activations (4 MB per frame and layer) stay in cache two frames at a time:
         # 1.5x faster than eight. On a GPU the whole batch goes at once.
         step = _CPU_DECODE_FRAMES if cpu else max(1, len(embeddings))
+        extent = self.sam_low_res_extent(input_size) if input_size else None
         lows, ious = [], []
         for i in range(0, len(embeddings), step):
             batch = embeddings[i:i + step].to(self.dtype)
             if cpu and not official:
-                low, iou = decode_single_mask(decoder, batch, self.dense_pe(), sparse, no_mask,
-                                              extent=self.sam_low_res_extent(input_size) if input_size else None)
+                low, iou = decode_single_mask(decoder, batch, self.dense_pe(), sparse, no_mask, extent=extent)
             else:
                 # One prompt for a batch of frames: it broadcasts over the frames (no copy per frame).
                 low, iou = decoder(image_embeddings=batch, image_pe=self.dense_pe(), sparse_prompt_embeddings=sparse,
@@ -457,31 +457,32 @@ class VideoLISAModel(nn.Module):
             ious.append(iou)  # [b]
         return (lows[0], ious[0]) if len(lows) == 1 else (torch.cat(lows), torch.cat(ious))
 
+    def _sam_low_res_scale(self) -> int:
+        """How many of SAM's input pixels one low-res logit spans: 1024 / 256 = 4."""
+        return self.sam.image_encoder.img_size // (4 * self.sam.prompt_encoder.image_embedding_size[0])
+
     def sam_low_res_extent(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """The cells (rows, cols) of the embedding grid whose low-res logits post-processing reads for input_size.
 
         Upsampled 4x to 1024 (bilinear, half-pixel centres) and cropped to (h', w'), the low-res logits are read
         up to row floor((h' - 0.5) / 4 - 0.5) + 1, and likewise for columns; each cell gives 4 of them.
         """
-        grid = self.sam.prompt_encoder.image_embedding_size  # (64, 64)
-        factor = self.sam.image_encoder.img_size / (4 * grid[0])  # low-res to SAM's input: 4
-        return tuple(min(g, math.ceil((math.floor((n - 0.5) / factor - 0.5) + 2) / 4))
-                     for g, n in zip(grid, input_size))
+        scale = self._sam_low_res_scale()
+        return tuple(min(g, math.ceil((math.floor((n - 0.5) / scale - 0.5) + 2) / 4))
+                     for g, n in zip(self.sam.prompt_encoder.image_embedding_size, input_size))
 
     @torch.inference_mode()
     def sam_postprocess(self, low: torch.Tensor, input_size: tuple[int, int],
                         original_size: tuple[int, int]) -> torch.Tensor:
         """Low-res logits [B,256,256] -> logits [B,H,W] at the original size, in float32.
 
-        ``low`` may also be the top-left part that ``sam_decode`` computes for ``input_size``: it is upsampled
-        at the same 4x scale (the same sampling positions), so the result is the same.
+        segment-anything's ``postprocess_masks`` (upsample 4x to 1024, crop to ``input_size``, resize), written so
+        that ``low`` may also be the top-left part that ``sam_decode`` computes for ``input_size``: upsampled at
+        the same 4x scale, every sampling position is the same.
         """
-        grid = self.sam.prompt_encoder.image_embedding_size
-        if tuple(low.shape[-2:]) == (4 * grid[0], 4 * grid[1]):
-            return self.sam.postprocess_masks(low[:, None].float(), input_size, original_size)[:, 0]
-        factor = self.sam.image_encoder.img_size // (4 * grid[0])
-        size = (factor * low.shape[-2], factor * low.shape[-1])
-        masks = nn.functional.interpolate(low[:, None].float(), size, mode="bilinear", align_corners=False)
+        scale = self._sam_low_res_scale()
+        masks = nn.functional.interpolate(low[:, None].float(), (scale * low.shape[-2], scale * low.shape[-1]),
+                                          mode="bilinear", align_corners=False)
         masks = masks[..., : input_size[0], : input_size[1]]
         return nn.functional.interpolate(masks, original_size, mode="bilinear", align_corners=False)[:, 0]
 
