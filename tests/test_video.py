@@ -146,6 +146,27 @@ def test_a_photo_with_exif_rotation_is_read_upright(tmp_path):
     assert frame.shape == (64, 48, 3) and np.array_equal(frame, upright)
 
 
+@pytest.mark.parametrize("mode, values, expected", [
+    ("I;16", np.array([[0, 32896, 65535]], dtype=np.uint16), [0, 128, 255]),  # 16-bit grey PNG
+    ("F", np.array([[0.0, 0.5, 1.0]], dtype=np.float32), [0, 128, 255]),  # float grey TIFF in 0-1
+    ("F", np.array([[0.0, 100.0, 300.0]], dtype=np.float32), [0, 100, 255]),  # float grey TIFF in 0-255
+])
+def test_deep_and_float_grey_stills_keep_their_picture(tmp_path, mode, values, expected):
+    path = tmp_path / ("grey.png" if mode == "I;16" else "grey.tif")
+    Image.fromarray(values, mode=mode).save(path)
+    frame = next(video.iter_frames(path))
+    assert frame.dtype == np.uint8 and frame.shape == (1, 3, 3)
+    assert frame[0, :, 0].tolist() == expected and (frame == frame[..., :1]).all()
+
+
+def test_an_animated_webp_is_named_as_such_not_called_damaged(tmp_path):
+    path = tmp_path / "loop.webp"
+    pictures = [Image.new("RGB", (32, 24), (40 * i, 0, 0)) for i in range(3)]
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=100)
+    with pytest.raises(InvalidVideo, match="animated WebP.*convert it to MP4 or GIF"):
+        video.probe(path)
+
+
 def _corrupt_files(clips, tmp_path):
     faststart = tmp_path / "faststart.mp4"
     media.ffmpeg("-i", str(clips("mp4")), "-c", "copy", "-movflags", "+faststart", str(faststart))

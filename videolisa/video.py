@@ -154,10 +154,31 @@ def _open_still(path: Path) -> Optional[Image.Image]:
         raise image_too_large(path) from None
     except (UnidentifiedImageError, OSError):
         return None
-    if image.format not in _STILL_FORMATS or getattr(image, "n_frames", 1) > 1:
+    frames = getattr(image, "n_frames", 1)
+    if image.format == "WEBP" and frames > 1:
+        image.close()
+        # FFmpeg decodes only the first picture of an animated WebP, and every stage reads videos through FFmpeg.
+        raise InvalidVideo(
+            f"'{_name(path)}' is an animated WebP, which this demo cannot read: convert it to MP4 or GIF and try again."
+        )
+    if image.format not in _STILL_FORMATS or frames > 1:
         image.close()
         return None
     return image
+
+
+def _rgb8(image: Image.Image) -> np.ndarray:
+    """An RGB uint8 array of any still. Pillow's own conversion clips 16-bit and float grey pictures (to white
+    or black), so those are scaled to 0-255 first: 16-bit by their range, float by 0-1 when they lie in it."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and values.max(initial=0) > 255):
+            values = values / 257.0
+        elif image.mode == "F" and values.min(initial=0) >= 0 and values.max(initial=0) <= 1:
+            values = values * 255.0
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
 
 
 def _read_still(path: Path) -> np.ndarray:
@@ -166,8 +187,7 @@ def _read_still(path: Path) -> np.ndarray:
         raise InvalidVideo(f"'{_name(path)}' is not an image that can be read.")
     try:
         with image:
-            upright = ImageOps.exif_transpose(image)
-            return np.asarray(upright.convert("RGB"))  # [H, W, 3]
+            return _rgb8(ImageOps.exif_transpose(image))  # [H, W, 3]
     except OSError as exc:
         raise InvalidVideo(f"'{_name(path)}' is a damaged image ({exc}); please export it again.") from exc
 
