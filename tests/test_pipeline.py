@@ -99,10 +99,23 @@ def test_empty_prompts_are_rejected(pipeline, small_frames, prompt):
         pipeline.segment(small_frames, prompt, **SETTINGS)
 
 
+@pytest.mark.parametrize("prompt", ["the \ud800 square", "caf\udce9"])  # half an emoji; Latin-1 bytes on a command line
+def test_prompts_that_are_not_valid_text_are_rejected_in_words(pipeline, small_frames, prompt):
+    with pytest.raises(InvalidPrompt, match="not valid text"):
+        pipeline.segment(small_frames, prompt, **SETTINGS)
+
+
 @pytest.mark.parametrize("frames, message", [
     (np.zeros((0, 8, 8, 3), np.uint8), "no frames"),
     (np.zeros((2, 8, 8), np.uint8), "RGB"),
     (np.zeros((2, 8, 8, 3), np.float32), "uint8"),
+    (np.zeros((2, 0, 8, 3), np.uint8), "8x0 pixels: they have no picture"),
+    (np.zeros((2, 8, 0, 3), np.uint8), "0x8 pixels: they have no picture"),
+    (b"/videos/cat.mp4", "Expected the path .* got bytes"),
+    (None, "Expected the path .* got NoneType"),
+    (7, "Expected the path .* got int"),
+    ("", "No video was given"),
+    ("  ", "No video was given"),
 ])
 def test_bad_frame_arrays_are_rejected(pipeline, frames, message):
     with pytest.raises(InvalidVideo, match=message):

@@ -38,6 +38,13 @@ def sanitize_user_text(text: str, reserved: list[str] | tuple[str, ...] = ()) ->
     """
     if not isinstance(text, str):
         raise InvalidPrompt("The prompt must be text.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: half an emoji, or a byte that was not UTF-8 on a command line
+        raise InvalidPrompt(
+            "The prompt contains a character that is not valid text (half of an emoji, or text in an encoding "
+            "other than UTF-8): retype it and try again."
+        ) from None
     # The text is otherwise passed on as typed (spaces included), as the official chat does.
     text = _CONTROL_CHARS.sub(" ", text)
     for token in sorted({IMAGE_PLACEHOLDER, SEG_TOKEN, *reserved}, key=len, reverse=True):

@@ -163,6 +163,8 @@ def open_source(video, limits: Limits) -> tuple[FrameSource, list[str]]:
     """A FrameSource for a path or an array of RGB uint8 frames [T, H, W, 3], and notices about applied limits."""
     notices: list[str] = []
     if isinstance(video, (str, os.PathLike)):
+        if not os.fspath(video).strip():
+            raise InvalidVideo("No video was given: pass the path of a video or image file.")
         path = check_file(video, limits)
         info = probe_within(path, limits)
         stop = frames_to_process(info, limits)
@@ -200,6 +202,11 @@ def open_source(video, limits: Limits) -> tuple[FrameSource, list[str]]:
 
 
 def _as_frames(video) -> np.ndarray:
+    if not isinstance(video, (np.ndarray, list, tuple)):
+        raise InvalidVideo(
+            f"Expected the path of a video or image file, or its frames as an RGB uint8 array [T, H, W, 3]; "
+            f"got {type(video).__name__}."
+        )
     try:
         frames = np.asarray(video) if not isinstance(video, np.ndarray) else video
     except ValueError as exc:  # ragged sequences
@@ -212,6 +219,8 @@ def _as_frames(video) -> np.ndarray:
         )
     if len(frames) == 0:
         raise InvalidVideo("The video has no frames.")
+    if 0 in frames.shape[1:3]:
+        raise InvalidVideo(f"The frames are {frames.shape[2]}x{frames.shape[1]} pixels: they have no picture.")
     if frames.dtype != np.uint8:
         raise InvalidVideo(f"Frames must be uint8 RGB (0-255); got {frames.dtype}.")
     return frames
