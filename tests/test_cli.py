@@ -121,3 +121,88 @@ def test_opt_in_limits_reach_the_library(clip, tmp_path, shared_pipeline, capsys
     limits = cli._limits(args)
     assert (limits.max_duration_s, limits.max_inference_side, limits.max_prompt_tokens, limits.max_upload_mb) == \
         (2, 720, 9, 5)
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """A command that must stop before loading the model."""
+    def refuse(args):
+        raise AssertionError("the model was loaded for a command that should have been refused first")
+    monkeypatch.setattr(cli, "_load", refuse)
+
+
+@pytest.mark.parametrize("name", ["overlay.mp4", "masks.mp4", "run.json", "masks/00000.png"])
+def test_outputs_never_overwrite_the_input(clip, tmp_path, no_model, capsys, name):
+    out = tmp_path / "out"
+    source = out / name
+    source.parent.mkdir(parents=True)
+    source.write_bytes(clip.read_bytes())
+    assert cli.main(["segment", str(source), "x", "--out", str(out), *FAST]) == cli.EXIT_INPUT
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert source.read_bytes() == clip.read_bytes()
+
+
+def test_the_library_refuses_the_same_overwrite(clip, tmp_path, pipeline):
+    from videolisa.errors import InvalidOutput
+    from videolisa.outputs import write_outputs
+
+    seg = pipeline.segment(str(clip), "the bars", num_frames_sparse=4, num_frames_dense=1)
+    copy = tmp_path / "overlay.mp4"
+    copy.write_bytes(clip.read_bytes())
+    with pytest.raises(InvalidOutput, match="would overwrite"):
+        write_outputs(seg, copy, tmp_path)
+    assert copy.read_bytes() == clip.read_bytes()
+
+
+def test_an_output_folder_that_is_a_file_is_refused_in_words(clip, tmp_path, no_model, capsys):
+    taken = tmp_path / "results"
+    taken.write_text("notes")
+    assert cli.main(["segment", str(clip), "x", "--out", str(taken), *FAST]) == cli.EXIT_INPUT
+    err = capsys.readouterr().err.strip()
+    assert "is a file, not a folder" in err and "\n" not in err and taken.read_text() == "notes"
+
+
+@pytest.mark.parametrize("option, value", [("--max-frames", "-3"), ("--max-side", "-1"), ("--max-pixels", "-1"),
+                                           ("--max-upload-mb", "-1"), ("--max-duration", "nan"),
+                                           ("--max-frames", "2.5")])
+def test_limits_that_mean_nothing_are_refused_by_the_parser(option, value, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["segment", "v.mp4", "p", option, value])
+    assert stopped.value.code == cli.EXIT_INPUT
+    assert f"argument {option}: must be a" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [-3, float("nan"), "10", True])
+def test_the_library_refuses_limits_that_mean_nothing(value):
+    from videolisa.errors import InvalidSettings
+    from videolisa.settings import Limits
+
+    with pytest.raises(InvalidSettings, match="max_frames must be a number of zero or more"):
+        Limits(max_frames=value)
+    assert Limits(max_frames=0).max_frames == 0  # zero is "no limit", as None is
+
+
+def test_a_bad_overlay_style_is_refused_before_the_model_loads(clip, tmp_path, no_model, capsys):
+    assert cli.main(["segment", str(clip), "x", "--out", str(tmp_path / "o"), "--opacity", "5"]) == cli.EXIT_INPUT
+    assert "Opacity must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_fails_its_item_not_the_batch(clip, tmp_path, shared_pipeline, capsys, monkeypatch):
+    other = tmp_path / "other.mp4"
+    other.write_bytes(clip.read_bytes())
+    manifest = tmp_path / "items.jsonl"
+    manifest.write_text("\n".join(json.dumps(i) for i in [
+        {"video": str(clip), "prompt": "the bars", "id": "fine"},
+        {"video": str(other), "prompt": "the bars", "id": "crashes"}]) + "\n")
+    original = shared_pipeline.segment
+
+    def segment(video, *args, **kwargs):
+        if video == str(other):
+            raise RuntimeError("device lost")
+        return original(video, *args, **kwargs)
+    monkeypatch.setattr(shared_pipeline, "segment", segment)
+    out = tmp_path / "batch"
+    assert cli.main(["batch", str(manifest), "--out", str(out), "--no-overlay", *FAST]) == cli.EXIT_FAILURES
+    err = capsys.readouterr().err
+    assert "1 of 2 items failed" in err and "crashes: unexpected error (RuntimeError: device lost)" in err
+    assert (out / "fine" / "run.json").is_file()

@@ -18,6 +18,20 @@ from .settings import DEFAULT_MODEL, DEFAULT_SAM2, NUM_FRAMES_DENSE, NUM_FRAMES_
 EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3
 
 
+def _limit(kind):
+    """An argparse type for a limit: a number of zero or more (zero: no limit)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= 0:  # NaN too
+            raise argparse.ArgumentTypeError(f"must be a {'whole ' if kind is int else ''}number of zero or more "
+                                             f"(0: no limit), got {text!r}")
+        return value
+    return parse
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default=DEFAULT_MODEL,
@@ -40,15 +54,15 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
                        help="refine the masks by propagating the dense frames' masks with SAM 2 (needs --sam2)")
     group.add_argument("--text", action="store_true", help="also generate the model's text answer")
     limits = parser.add_argument_group("limits (opt-in; none by default)")
-    limits.add_argument("--max-duration", type=float, default=None, metavar="SECONDS",
+    limits.add_argument("--max-duration", type=_limit(float), default=None, metavar="SECONDS",
                         help="process only the first SECONDS of each video")
-    limits.add_argument("--max-frames", type=int, default=None, help="process at most this many frames")
-    limits.add_argument("--max-side", type=int, default=None, metavar="PIXELS",
+    limits.add_argument("--max-frames", type=_limit(int), default=None, help="process at most this many frames")
+    limits.add_argument("--max-side", type=_limit(int), default=None, metavar="PIXELS",
                         help="read frames with their short side at most PIXELS for inference (masks stay full size)")
-    limits.add_argument("--max-pixels", type=int, default=None,
+    limits.add_argument("--max-pixels", type=_limit(int), default=None,
                         help="refuse videos whose frames have more pixels (width x height) than this")
-    limits.add_argument("--max-upload-mb", type=float, default=None, help="refuse files larger than this")
-    limits.add_argument("--max-prompt-tokens", type=int, default=None, help="refuse longer prompts")
+    limits.add_argument("--max-upload-mb", type=_limit(float), default=None, help="refuse files larger than this")
+    limits.add_argument("--max-prompt-tokens", type=_limit(int), default=None, help="refuse longer prompts")
     style = parser.add_argument_group("overlay")
     style.add_argument("--opacity", type=float, default=0.5, help="mask fill opacity 0..1 (default: %(default)s)")
     style.add_argument("--contour", choices=["off", "on", "only"], default="on")
@@ -143,23 +157,29 @@ class _Bar:
         self.bar.close()
 
 
-def _segment_one(pipe, video: Path, prompt: str, out: Path, args, overlay: bool = True) -> dict:
-    from .outputs import write_outputs
+def _segment_one(pipe, video: Path, prompt: str, out: Path, args, limits: Limits, style,
+                 overlay: bool = True) -> dict:
+    from .outputs import check_out_dir, write_outputs
 
+    check_out_dir(video, out)  # before the model's work, not after it
     bar = _Bar(video.name, enabled=sys.stderr.isatty())
     try:
         seg = pipe.segment(str(video), prompt, num_frames_sparse=args.sparse, num_frames_dense=args.dense,
-                           post_optimize=args.post_optimize, generate_text=args.text, limits=_limits(args),
+                           post_optimize=args.post_optimize, generate_text=args.text, limits=limits,
                            progress=bar)
     finally:
         bar.close()
-    return write_outputs(seg, video, out, style=_style(args), keep_audio=not args.no_audio, overlay=overlay)
+    return write_outputs(seg, video, out, style=style, keep_audio=not args.no_audio, overlay=overlay)
 
 
 def run_segment(args) -> int:
-    pipe = _load(args)
+    limits, style = _limits(args), _style(args)  # settings are checked before the model loads
+    from .outputs import check_out_dir
+
     out = args.out or Path("videolisa-out") / args.video.stem
-    paths = _segment_one(pipe, args.video, args.prompt, out, args)
+    check_out_dir(args.video, out)  # before the model loads
+    pipe = _load(args)
+    paths = _segment_one(pipe, args.video, args.prompt, out, args, limits, style)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return EXIT_OK
@@ -206,6 +226,7 @@ def run_batch(args) -> int:
     from tqdm import tqdm
 
     index, count = parse_shard(args.shard)
+    limits, style = _limits(args), _style(args)
     items = shard_items(read_manifest(args.manifest), index, count)
     todo = [it for it in items if not (args.out / it["id"] / "run.json").is_file()]
     print(f"{len(items)} items in shard {index}/{count}, {len(items) - len(todo)} already done.", file=sys.stderr)
@@ -215,10 +236,12 @@ def run_batch(args) -> int:
     pipe = _load(args) if todo else None
     for item in tqdm(todo, desc="batch", unit="item", disable=not sys.stderr.isatty()):
         try:
-            _segment_one(pipe, item["video"], item["prompt"], args.out / item["id"], args,
+            _segment_one(pipe, item["video"], item["prompt"], args.out / item["id"], args, limits, style,
                          overlay=not args.no_overlay)
         except VideoLISAError as exc:
             failures.append((item["id"], str(exc)))
+        except Exception as exc:  # noqa: BLE001 (one broken item must not stop a batch of thousands)
+            failures.append((item["id"], f"unexpected error ({type(exc).__name__}: {exc})"))
     if failures:
         print(f"{len(failures)} of {len(todo)} items failed:", file=sys.stderr)
         for item_id, reason in failures:

@@ -21,6 +21,10 @@ class InvalidPrompt(VideoLISAError):
     """The prompt is empty or too long."""
 
 
+class InvalidOutput(VideoLISAError):
+    """The outputs cannot be written where asked (a file in the way, the input itself, no permission)."""
+
+
 class ModelUnavailable(VideoLISAError):
     """Weights cannot be found, downloaded or read."""
 

@@ -292,15 +292,22 @@ def read_run_card(path: PathLike) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def export_names(stem: str = "masks") -> dict[str, str]:
+    """The file name of each export, by kind."""
+    return {"png_zip": f"{stem}_png.zip", "npz": f"{stem}.npz", "rle_json": f"{stem}_rle.json",
+            "mask_video": f"{stem}.mp4", "run_card": RUN_CARD_NAME}
+
+
 def export_all(masks_per_object: Sequence[PackedMasks], out_dir: PathLike, card: dict,
                fps: Union[float, Fraction], first_frame: int = 0, stem: str = "masks") -> dict[str, Path]:
     """Every export into ``out_dir``; returns their paths by kind."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    path = {kind: out_dir / name for kind, name in export_names(stem).items()}
     return {
-        "png_zip": export_png_zip(masks_per_object, out_dir / f"{stem}_png.zip", first_frame, card=card),
-        "npz": export_npz(masks_per_object, out_dir / f"{stem}.npz", first_frame),
-        "rle_json": export_rle_json(masks_per_object, out_dir / f"{stem}_rle.json", first_frame),
-        "mask_video": export_mask_video(masks_per_object, out_dir / f"{stem}.mp4", fps),
-        "run_card": write_run_card(card, out_dir / RUN_CARD_NAME),
+        "png_zip": export_png_zip(masks_per_object, path["png_zip"], first_frame, card=card),
+        "npz": export_npz(masks_per_object, path["npz"], first_frame),
+        "rle_json": export_rle_json(masks_per_object, path["rle_json"], first_frame),
+        "mask_video": export_mask_video(masks_per_object, path["mask_video"], fps),
+        "run_card": write_run_card(card, path["run_card"]),
     }

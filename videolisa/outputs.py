@@ -7,9 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .export import RUN_CARD_NAME, export_all
+from .errors import InvalidOutput
+from .export import RUN_CARD_NAME, export_all, export_names
 from .render import OverlayStyle, render_video
 from .video import probe
+
+OVERLAY_NAME = "overlay.mp4"
+PNG_DIR_NAME = "masks"
 
 
 def export_run(segmentations: Sequence, info, out_dir: Path, stem: str = "masks") -> dict[str, Path]:
@@ -18,6 +22,21 @@ def export_run(segmentations: Sequence, info, out_dir: Path, stem: str = "masks"
     card = {"input": info.describe(), "targets": [s.card() for s in segmentations]}
     return export_all([s.masks for s in segmentations], out_dir, card, fps=info.frame_rate,
                       first_frame=first.frame_offset, stem=stem)
+
+
+def check_out_dir(video, out_dir: Path, stem: str = "masks") -> None:
+    """Refuse an output folder that is a file, or whose outputs would overwrite the input video."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidOutput(f"{out_dir} is a file, not a folder: choose a folder for the outputs.")
+    source = Path(video).resolve()
+    folder = out_dir.resolve()
+    written = {folder / name for name in (OVERLAY_NAME, *export_names(stem).values())}
+    if source in written or folder / PNG_DIR_NAME in source.parents:
+        raise InvalidOutput(
+            f"The outputs in {out_dir} would overwrite the input '{source.name}': choose another output folder "
+            "or move the video out of it."
+        )
 
 
 def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Optional[OverlayStyle] = None,
@@ -31,7 +50,11 @@ def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Op
         segmentations = [segmentations]
     first = segmentations[0]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(video, out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidOutput(f"The output folder {out_dir} cannot be created ({exc.strerror}): choose another.") from None
     info = probe(video, max_frames=first.frame_offset + first.num_frames)  # the frames of the result, no more
     paths: dict[str, Path] = {}
     # The exports are written while the overlay is drawn and encoded: both are mostly C code and ffmpeg
@@ -39,11 +62,11 @@ def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Op
     with ThreadPoolExecutor(1) as pool:
         exporting = pool.submit(export_run, segmentations, info, out_dir)
         if overlay:
-            paths["overlay"] = render_video(video, [s.masks for s in segmentations], out_dir / "overlay.mp4",
+            paths["overlay"] = render_video(video, [s.masks for s in segmentations], out_dir / OVERLAY_NAME,
                                             style or OverlayStyle(), keep_audio=keep_audio,
                                             start=first.frame_offset, stop=first.frame_offset + first.num_frames)
         exports = exporting.result()
-    png_dir = out_dir / "masks"
+    png_dir = out_dir / PNG_DIR_NAME
     png_dir.mkdir(exist_ok=True)
     with zipfile.ZipFile(exports["png_zip"]) as archive:
         archive.extractall(png_dir, members=[n for n in archive.namelist() if n != RUN_CARD_NAME])

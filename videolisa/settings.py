@@ -7,8 +7,10 @@ command line (``Limits()`` is "no limit") and switched on by the app (``APP_LIMI
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
+
+from .errors import InvalidSettings
 
 # Released checkpoints.
 DEFAULT_MODEL = "ZechenBai/VideoLISA-3.8B"
@@ -43,6 +45,14 @@ class Limits:
     max_inference_side: Optional[int] = None  # frames are downscaled so their short side is at most this
     max_prompt_tokens: Optional[int] = None
     max_prompt_chars: Optional[int] = None
+
+    def __post_init__(self):
+        for field in fields(self):
+            value = getattr(self, field.name)
+            # Zero is "no limit", as None is: both are falsy wherever a limit is applied.
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0):
+                raise InvalidSettings(f"The limit {field.name} must be a number of zero or more (zero or None: no "
+                                      f"limit); got {value!r}.")
 
     def describe(self) -> str:
         parts = []
