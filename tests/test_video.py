@@ -146,6 +146,24 @@ def test_a_photo_with_exif_rotation_is_read_upright(tmp_path):
     assert frame.shape == (64, 48, 3) and np.array_equal(frame, upright)
 
 
+@pytest.mark.parametrize("rotation, flips", [(0, ["-display_hflip"]), (0, ["-display_vflip"]),
+                                             (90, ["-display_hflip"]), (270, ["-display_vflip"]),
+                                             (180, ["-display_hflip"]), (90, ["-display_hflip", "-display_vflip"])])
+def test_a_mirrored_display_matrix_is_shown_as_ffmpeg_shows_it(tmp_path, rotation, flips):
+    stored = tmp_path / "stored.mp4"
+    media.ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=4", "-frames:v", "2", "-pix_fmt", "yuv444p",
+                 "-c:v", "libx264", "-qp", "0", str(stored))  # lossless: any difference is a wrong orientation
+    path = tmp_path / "phone.mp4"
+    media.ffmpeg("-display_rotation", str(rotation), *flips, "-i", str(stored), "-c", "copy", str(path))
+    info = video.probe(path)
+    shown = media.ffmpeg_decode(path, info.size)
+    assert info.mirrored == (len(flips) == 1)
+    assert np.array_equal(np.stack(list(video.iter_frames(path))), shown)
+    # The overlay draws on 4:2:0 planes turned the same way: their luma is the picture's.
+    luma = next(video.iter_yuv420(path)).y.astype(float)
+    assert luma.shape == shown.shape[1:3] and np.corrcoef(luma.ravel(), media.luma(shown[0]).ravel())[0, 1] > 0.99
+
+
 @pytest.mark.parametrize("mode, values, expected", [
     ("I;16", np.array([[0, 32896, 65535]], dtype=np.uint16), [0, 128, 255]),  # 16-bit grey PNG
     ("F", np.array([[0.0, 0.5, 1.0]], dtype=np.float32), [0, 128, 255]),  # float grey TIFF in 0-1

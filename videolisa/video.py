@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import math
 import os
 import queue
 import subprocess
@@ -39,7 +40,9 @@ PathLike = Union[str, os.PathLike]
 
 # Still-image formats (as Pillow names them) accepted as one-frame videos. GIF is read as a video.
 _STILL_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "TIFF"}
-_EXIF_ORIENTATION_DEGREES = {1: 0, 2: 0, 3: 180, 4: 180, 5: 90, 6: 90, 7: 270, 8: 270}
+# EXIF orientation -> (degrees clockwise, mirrored first), as ImageOps.exif_transpose shows the picture.
+_EXIF_ORIENTATIONS = {1: (0, False), 2: (0, True), 3: (180, False), 4: (180, True), 5: (270, True), 6: (90, False),
+                      7: (90, True), 8: (270, False)}
 _STILL_FPS = Fraction(1)  # a still image shows for one second when written as a video
 
 # Friendly container names for FFmpeg's demuxer lists ("mov,mp4,m4a,..." -> "mp4" for a .mp4 file).
@@ -76,6 +79,7 @@ class VideoInfo:
     # and duration then describe the leading frames only, and the video goes on after them.
     complete: bool = True
     claimed_duration: Optional[float] = None  # the video track's duration as its header states it, if it does
+    mirrored: bool = False  # the stored pictures are shown flipped left to right, before the rotation
 
     @property
     def size(self) -> tuple[int, int]:
@@ -302,14 +306,13 @@ def _ends_with_gif_trailer(path: Path) -> bool:
 
 def _probe_still(path: Path, image: Image.Image) -> VideoInfo:
     with image:
-        orientation = image.getexif().get(0x0112, 1)
-        rotation = _EXIF_ORIENTATION_DEGREES.get(orientation, 0)
+        rotation, mirrored = _EXIF_ORIENTATIONS.get(image.getexif().get(0x0112, 1), (0, False))
         width, height = image.size
         fmt = image.format.lower()
     if rotation in (90, 270):
         width, height = height, width
     return VideoInfo(
-        path=str(path), container=fmt, codec=fmt, width=width, height=height, rotation=rotation,
+        path=str(path), container=fmt, codec=fmt, width=width, height=height, rotation=rotation, mirrored=mirrored,
         num_frames=1, fps=float(_STILL_FPS), frame_rate=_STILL_FPS, is_variable_frame_rate=False,
         duration=float(1 / _STILL_FPS), has_audio=False, audio_codec=None, is_image=True,
         frame_times=(0.0,), start_time=0.0, pixel_format="rgb24",
@@ -381,20 +384,18 @@ def _scan_video(path: Path, max_frames: Optional[int], max_seconds: Optional[flo
     with contextlib.closing(_decoded_frames(path)) as frames:
         for frame in frames:
             if not pts:
-                width, height, ccw, pixel_format = frame.width, frame.height, frame.rotation, frame.format.name
+                orientation, pixel_format = _Orientation.of(frame), frame.format.name
+                width, height = orientation.shown_size(frame.width, frame.height)
             pts.append(frame.pts)
             durations.append(frame.duration)
             if len(pts) > 1 and _past_limits(len(pts) - 1, frame.pts, pts[0], time_base, max_frames, max_seconds):
                 # Kept only to tell that the video goes on, and where the last frame within the limits ends.
                 complete = False
                 break
-    rotation = (-int(round(ccw / 90.0)) * 90) % 360
-    if rotation in (90, 270):
-        width, height = height, width
     start = float(pts[0] * time_base) - container_start if pts[0] is not None else 0.0
     header = dict(
-        path=str(path), container=container_name, codec=codec, width=width, height=height, rotation=rotation,
-        has_audio=audio is not None, audio_codec=audio_codec, is_image=False, start_time=max(0.0, start),
+        path=str(path), container=container_name, codec=codec, width=width, height=height,
+        rotation=orientation.clockwise_degrees, mirrored=orientation.mirrored, has_audio=audio is not None, audio_codec=audio_codec, is_image=False, start_time=max(0.0, start),
         pixel_format=pixel_format, claimed_duration=claimed,
     )
     return _Scan(header=header, time_base=time_base, nominal=nominal, pts=tuple(pts), durations=tuple(durations),
@@ -521,9 +522,45 @@ def scaled_size(width: int, height: int, max_side: Optional[int]) -> tuple[int, 
     return (max_side, max(1, round(height * scale))) if width == short else (max(1, round(width * scale)), max_side)
 
 
-def _to_rgb(frame: "av.VideoFrame", width: int, height: int, quarter_turns: int) -> np.ndarray:
+@dataclass(frozen=True)
+class _Orientation:
+    """How to show a decoded picture as its display matrix says: mirrored left to right, then turned."""
+
+    quarter_turns: int = 0  # counterclockwise, as np.rot90 counts
+    mirrored: bool = False
+
+    @classmethod
+    def of(cls, frame: "av.VideoFrame") -> "_Orientation":
+        # The matrix maps a stored pixel (x, y) to (a x + c y, b x + d y) on screen (16.16 fixed point). A negative
+        # determinant is a mirror; once the mirror is taken out, the rest is a rotation, to the nearest quarter turn.
+        side = frame.side_data.get("DISPLAYMATRIX")
+        if side is None:
+            return cls()
+        a, b, _, c, d = np.frombuffer(bytes(side), "<i4")[:5] / 65536.0
+        mirrored = bool(a * d - b * c < 0)
+        if mirrored:
+            a, b = -a, -b
+        return cls(int(round(math.atan2(-b, a) / (math.pi / 2))) % 4, mirrored)
+
+    @property
+    def clockwise_degrees(self) -> int:
+        return (-90 * self.quarter_turns) % 360
+
+    def shown_size(self, width: int, height: int) -> tuple[int, int]:
+        return (height, width) if self.quarter_turns % 2 else (width, height)
+
+    def show(self, picture: np.ndarray) -> np.ndarray:
+        """A stored picture [H, W, ...] as it is shown."""
+        if self.mirrored:
+            picture = picture[:, ::-1]
+        if self.quarter_turns:
+            picture = np.rot90(picture, self.quarter_turns)
+        return np.ascontiguousarray(picture)
+
+
+def _to_rgb(frame: "av.VideoFrame", width: int, height: int, orientation: _Orientation) -> np.ndarray:
     """The frame as upright RGB uint8 [height, width, 3]."""
-    stored_w, stored_h = (height, width) if quarter_turns % 2 else (width, height)
+    stored_w, stored_h = orientation.shown_size(width, height)
     scaling = (stored_w, stored_h) != (frame.width, frame.height)
     rgb = frame.to_ndarray(
         width=stored_w,
@@ -533,9 +570,7 @@ def _to_rgb(frame: "av.VideoFrame", width: int, height: int, quarter_turns: int)
         # Honour full-range ("JPEG") video; PyAV would otherwise read it as limited range.
         src_color_range=frame.color_range or None,
     )  # [stored_h, stored_w, 3]
-    if quarter_turns:
-        rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))  # [height, width, 3]
-    return rgb
+    return orientation.show(rgb)  # [height, width, 3]
 
 
 def _iter_video_frames(path: Path, start: int, stop: Optional[int], max_side: Optional[int], wanted=None):
@@ -547,12 +582,11 @@ def _iter_video_frames(path: Path, start: int, stop: Optional[int], max_side: Op
         if size is None:
             # The first frame fixes orientation and size for the whole video, so frames that change
             # resolution mid-stream (some WebRTC recordings) still come out alike.
-            quarter_turns = (int(round(frame.rotation / 90.0))) % 4
-            width, height = (frame.height, frame.width) if quarter_turns % 2 else (frame.width, frame.height)
-            size = scaled_size(width, height, max_side)
+            orientation = _Orientation.of(frame)
+            size = scaled_size(*orientation.shown_size(frame.width, frame.height), max_side)
         if index < start or (wanted is not None and index not in wanted):
             continue
-        yield index, _to_rgb(frame, size[0], size[1], quarter_turns)
+        yield index, _to_rgb(frame, size[0], size[1], orientation)
 
 
 def downscale(rgb: np.ndarray, max_side: Optional[int]) -> np.ndarray:
@@ -669,10 +703,10 @@ def _layout(frame: "av.VideoFrame") -> tuple[str, bool, tuple[str, ...]]:
     return matrix, full, tuple(tags)
 
 
-def _plane(frame: "av.VideoFrame", index: int, quarter_turns: int) -> np.ndarray:
+def _plane(frame: "av.VideoFrame", index: int, orientation: _Orientation) -> np.ndarray:
     plane = frame.planes[index]
     rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)  # padded rows
-    return np.ascontiguousarray(np.rot90(rows[:, : plane.width], quarter_turns))
+    return orientation.show(rows[:, : plane.width])
 
 
 def iter_yuv420(path: PathLike, start: int = 0, stop: Optional[int] = None) -> Iterator[Yuv420Frame]:
@@ -686,21 +720,22 @@ def iter_yuv420(path: PathLike, start: int = 0, stop: Optional[int] = None) -> I
         if _still_in_range(start, stop):
             frame = av.VideoFrame.from_ndarray(_read_still(file), format="rgb24").reformat(format="yuv420p")
             matrix, full, tags = _layout(frame)
-            yield Yuv420Frame(*(_plane(frame, i, 0) for i in range(3)), matrix=matrix, full_range=full, tags=tags)
+            yield Yuv420Frame(*(_plane(frame, i, _Orientation()) for i in range(3)), matrix=matrix, full_range=full,
+                              tags=tags)
         return
     first = None
     for index, frame in enumerate(_decoded_frames(file)):
         if stop is not None and index >= stop:
             return
         if first is None:
-            quarter_turns = int(round(frame.rotation / 90.0)) % 4
+            orientation = _Orientation.of(frame)
             first = (frame.width, frame.height, frame.format.name if frame.format.name in YUV420_FORMATS else "yuv420p")
             matrix, full, tags = _layout(frame)
         if index < start:
             continue
         if (frame.width, frame.height, frame.format.name) != first:
             frame = frame.reformat(width=first[0], height=first[1], format=first[2])
-        yield Yuv420Frame(*(_plane(frame, i, quarter_turns) for i in range(3)), matrix=matrix, full_range=full, tags=tags)
+        yield Yuv420Frame(*(_plane(frame, i, orientation) for i in range(3)), matrix=matrix, full_range=full, tags=tags)
 
 
 def prefetch(iterable: Iterable, depth: int = _PREFETCH_FRAMES) -> Iterator:
