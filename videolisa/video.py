@@ -734,7 +734,8 @@ def iter_yuv420(path: PathLike, start: int = 0, stop: Optional[int] = None) -> I
         if index < start:
             continue
         if (frame.width, frame.height, frame.format.name) != first:
-            frame = frame.reformat(width=first[0], height=first[1], format=first[2])
+            # Bicubic, FFmpeg's own default: PyAV's bilinear blurs the chroma of 4:2:2 and 4:4:4 sources.
+            frame = frame.reformat(width=first[0], height=first[1], format=first[2], interpolation="BICUBIC")
         yield Yuv420Frame(*(_plane(frame, i, orientation) for i in range(3)), matrix=matrix, full_range=full, tags=tags)
 
 
