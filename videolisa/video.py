@@ -718,7 +718,8 @@ def iter_yuv420(path: PathLike, start: int = 0, stop: Optional[int] = None) -> I
     file, is_still = _open_range(path, start, stop)
     if is_still:
         if _still_in_range(start, stop):
-            frame = av.VideoFrame.from_ndarray(_read_still(file), format="rgb24").reformat(format="yuv420p")
+            frame = av.VideoFrame.from_ndarray(_read_still(file), format="rgb24").reformat(format="yuv420p",
+                                                                                         interpolation="BICUBIC")
             matrix, full, tags = _layout(frame)
             yield Yuv420Frame(*(_plane(frame, i, _Orientation()) for i in range(3)), matrix=matrix, full_range=full,
                               tags=tags)
