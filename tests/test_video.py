@@ -164,6 +164,17 @@ def test_a_mirrored_display_matrix_is_shown_as_ffmpeg_shows_it(tmp_path, rotatio
     assert luma.shape == shown.shape[1:3] and np.corrcoef(luma.ravel(), media.luma(shown[0]).ravel())[0, 1] > 0.99
 
 
+def test_a_multipage_tiff_is_read(tmp_path):
+    # FFmpeg reads it, with frame side data of a kind PyAV has no name for.
+    path = tmp_path / "scan.tif"
+    pages = [Image.new("RGB", (32, 24), (60 * i, 90, 30)) for i in range(3)]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    info = video.probe(path)
+    frames = list(video.iter_frames(path))
+    assert (info.width, info.height, info.rotation, info.mirrored) == (32, 24, 0, False)
+    assert len(frames) == info.num_frames >= 1 and np.abs(frames[0].astype(int) - (0, 90, 30)).max() <= 2
+
+
 def test_the_planes_of_a_422_video_are_converted_to_420_as_ffmpeg_converts_them(tmp_path):
     path = tmp_path / "camera.mp4"
     media.ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=4", "-frames:v", "1", "-pix_fmt", "yuv422p",

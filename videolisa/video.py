@@ -533,7 +533,10 @@ class _Orientation:
     def of(cls, frame: "av.VideoFrame") -> "_Orientation":
         # The matrix maps a stored pixel (x, y) to (a x + c y, b x + d y) on screen (16.16 fixed point). A negative
         # determinant is a mirror; once the mirror is taken out, the rest is a rotation, to the nearest quarter turn.
-        side = frame.side_data.get("DISPLAYMATRIX")
+        try:
+            side = frame.side_data.get("DISPLAYMATRIX")
+        except ValueError:  # side data of a kind PyAV does not know makes the whole container unreadable
+            return cls(int(round(frame.rotation / 90.0)) % 4)
         if side is None:
             return cls()
         a, b, _, c, d = np.frombuffer(bytes(side), "<i4")[:5] / 65536.0
