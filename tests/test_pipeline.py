@@ -122,6 +122,14 @@ def test_bad_frame_arrays_are_rejected(pipeline, frames, message):
         pipeline.segment(frames, "x", **SETTINGS)
 
 
+def test_frames_in_a_tensor_or_a_list_are_the_same_video(pipeline, small_frames):
+    import torch
+
+    expected = pipeline.segment(small_frames, "the square", **SETTINGS).masks
+    for frames in (torch.from_numpy(small_frames.copy()), list(small_frames)):
+        assert np.array_equal(np.asarray(pipeline.segment(frames, "the square", **SETTINGS).masks), np.asarray(expected))
+
+
 def test_sam_batch_defaults_to_the_device_unless_set(tiny_model, monkeypatch):
     from videolisa import settings
     from videolisa.pipeline import VideoLISAPipeline

@@ -202,7 +202,7 @@ def open_source(video, limits: Limits) -> tuple[FrameSource, list[str]]:
 
 
 def _as_frames(video) -> np.ndarray:
-    if not isinstance(video, (np.ndarray, list, tuple)):
+    if not isinstance(video, (np.ndarray, list, tuple)) and not hasattr(video, "__array__"):  # e.g. a torch tensor
         raise InvalidVideo(
             f"Expected the path of a video or image file, or its frames as an RGB uint8 array [T, H, W, 3]; "
             f"got {type(video).__name__}."
