@@ -54,6 +54,9 @@ def decode_single_mask(decoder, embeddings: torch.Tensor, image_pe: torch.Tensor
         image = layer.norm4(_add_image_to_tokens(layer.cross_attn_image_to_token, keys, queries + tokens, queries,
                                                  image, shift))
         shift = None
+    # Only the IoU token and the first mask token are read after the final attention (its norm is per token):
+    # the other four tokens' rows are not computed.
+    queries, tokens = queries[:, :2], tokens[:, :2]
     final = _tokens_to_image(transformer.final_attn_token_to_image, queries + tokens, image + pe, image)
     queries = transformer.norm_final_attn(queries + final)
 
