@@ -1,5 +1,7 @@
 """SAM's mask decoder in a cheaper order of products gives segment-anything's masks and scores."""
 
+import functools
+
 import pytest
 import torch
 from segment_anything.modeling import MaskDecoder, TwoWayTransformer
@@ -7,11 +9,11 @@ from segment_anything.modeling import MaskDecoder, TwoWayTransformer
 from videolisa.model.sam_decoder import decode_single_mask
 
 
-def _decoder(seed: int) -> MaskDecoder:
+def _decoder(seed: int, activation=torch.nn.GELU) -> MaskDecoder:
     """A released-size mask decoder whose every parameter, biases and norms included, is random and non-trivial."""
     torch.manual_seed(seed)
     decoder = MaskDecoder(transformer_dim=256, transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048,
-                                                                             num_heads=8))
+                                                                             num_heads=8), activation=activation)
     with torch.no_grad():
         for name, param in decoder.named_parameters():
             if name.endswith("bias"):
@@ -25,9 +27,12 @@ def _decoder(seed: int) -> MaskDecoder:
     return decoder.eval()
 
 
-@pytest.mark.parametrize("frames, prompt_tokens, seed", [(1, 1, 0), (3, 1, 1), (2, 2, 2)])
-def test_reordered_products_match_segment_anythings_decoder(frames, prompt_tokens, seed):
-    decoder = _decoder(seed)
+# The upscaling's activations run in place for a GELU (the released one) and as called for any other.
+@pytest.mark.parametrize("frames, prompt_tokens, seed, activation", [
+    (1, 1, 0, torch.nn.GELU), (3, 1, 1, torch.nn.GELU), (2, 2, 2, torch.nn.GELU),
+    (2, 1, 3, functools.partial(torch.nn.GELU, approximate="tanh")), (2, 1, 4, torch.nn.ReLU)])
+def test_reordered_products_match_segment_anythings_decoder(frames, prompt_tokens, seed, activation):
+    decoder = _decoder(seed, activation)
     embeddings = torch.randn(frames, 256, 64, 64)
     image_pe = torch.randn(1, 256, 64, 64)
     sparse = torch.randn(1, prompt_tokens, 256)

@@ -116,10 +116,23 @@ def _upscaled_mask(upscaling, image: torch.Tensor, hyper: torch.Tensor, rows: in
     """
     up1, norm, act1, up2, act2 = upscaling
     b, c = image.shape[0], image.shape[-1]
-    cells = image[:, :rows, :cols].reshape(-1, c)  # [b*rows*cols, C], a view when all columns are kept
-    x = torch.addmm(up1.bias.repeat(4), cells, up1.weight.permute(0, 2, 3, 1).reshape(c, -1))  # [P, (2, 2, C')]
-    x = act1(F.layer_norm(x.view(-1, up1.out_channels), (up1.out_channels,), norm.weight, norm.bias, norm.eps))
-    x = act2(torch.addmm(up2.bias.repeat(4), x, up2.weight.permute(0, 2, 3, 1).reshape(up2.in_channels, -1)))
-    low = x.view(b, -1, up2.out_channels) @ hyper[..., None]  # [b, P * 16, 1]
+    w1, b1 = up1.weight.permute(0, 2, 3, 1).reshape(c, -1), up1.bias.repeat(4)
+    w2, b2 = up2.weight.permute(0, 2, 3, 1).reshape(up2.in_channels, -1), up2.bias.repeat(4)
+    low = image.new_empty(b, rows * cols * 16)
+    # One frame at a time, activations in place: the intermediates (5 MB a frame) stay in cache rather than
+    # being mapped afresh for each batch, which took half the upscaling's time on a CPU.
+    for i in range(b):
+        cells = image[i, :rows, :cols].reshape(-1, c)  # [rows*cols, C], a view when all columns are kept
+        x = torch.addmm(b1, cells, w1).view(-1, up1.out_channels)  # [P, (2, 2, C')] as [4P, C']
+        x = _activate(act1, F.layer_norm(x, (up1.out_channels,), norm.weight, norm.bias, norm.eps))
+        x = _activate(act2, torch.addmm(b2, x, w2)).view(-1, up2.out_channels)  # [16P, C'']
+        torch.mv(x, hyper[i], out=low[i])
     # Cell (i, j), first kernel position (u, v), second (s, t) -> low-res pixel (4i + 2u + s, 4j + 2v + t).
     return low.view(b, rows, cols, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, 4 * rows, 4 * cols)
+
+
+def _activate(act, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)`` for a temporary x: overwritten in place when act is a GELU (segment-anything's choice)."""
+    if isinstance(act, torch.nn.GELU):
+        return torch.ops.aten.gelu_(x, approximate=act.approximate)
+    return act(x)
