@@ -47,7 +47,8 @@ def test_upload_prompt_run_play_download_and_restyle(browser_page, tmp_path):
     page.locator("input[type=file]").first.set_input_files(str(clip))
     page.locator("#vl-summary").get_by_text("All 4 frames will be segmented").wait_for()  # said before running
 
-    page.get_by_label("What should be segmented?").fill("the moving square\nthe digits")
+    # A word longer than the answer card is wide (a URL, a random model's text) wraps inside the card.
+    page.get_by_label("What should be segmented?").fill("the moving square\nthe digits " + "0123456789" * 20)
     calls = app["calls"].calls
     page.locator("#vl-run").click()
     first_src = page.wait_for_function(RESULT_DECODED, arg=None).json_value()
@@ -57,6 +58,12 @@ def test_upload_prompt_run_play_download_and_restyle(browser_page, tmp_path):
     answer.get_by_text("the digits").wait_for()
     assert answer.locator(".vl-target").count() == 2
     assert "Visible" in answer.inner_text() or "Not found" in answer.inner_text()
+    overflowing = answer.locator(".vl-target").evaluate_all(
+        "cards => cards.filter(c => c.scrollWidth > c.clientWidth + 1).length")
+    assert overflowing == 0
+    label_lines = answer.locator(".vl-label").evaluate_all("""labels => labels.map(l => {
+        const range = document.createRange(); range.selectNodeContents(l); return range.getClientRects().length; })""")
+    assert label_lines == [1, 1]  # "Target 2" beside its long prompt stays on one line
 
     with page.expect_download() as download:
         page.get_by_role("button", name="PNG zip").click()

@@ -248,7 +248,7 @@ def answer_html(result: RunResult, look: Look) -> str:
         color = _hex(colors[k])
         cards.append(
             f'<div class="vl-target" style="--vl-color:{color}">'
-            f'<div class="vl-target-head"><span class="vl-swatch"></span>Target {k + 1}'
+            f'<div class="vl-target-head"><span class="vl-swatch"></span><span class="vl-label">Target {k + 1}</span>'
             f'<span class="vl-prompt">{html.escape(seg.prompt)}</span></div>'
             f'<div class="vl-text">{_answer_text(seg.text, color)}</div>'
             f'<div class="vl-when">{html.escape(visibility_text(result, k))}</div></div>'
