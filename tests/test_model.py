@@ -93,6 +93,21 @@ def test_sam_preprocess_resizes_longest_side_and_pads_bottom_right(tiny_model):
     torch.testing.assert_close(x[0, :, 100, :5], ((200 - mean) / std).expand(1, 3, 5)[0])
 
 
+def test_bfloat16_frames_are_normalised_with_float32_statistics_then_cast(tiny_checkpoint):
+    from videolisa.model.network import VideoLISAModel
+
+    model = VideoLISAModel.load(str(tiny_checkpoint), dtype=torch.bfloat16)
+    assert model.sam.pixel_mean.dtype == model.sam.pixel_std.dtype == torch.float32
+    frames = np.random.default_rng(2).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    x, size = model.sam_preprocess(frames)
+    assert x.dtype == torch.bfloat16 and size == (1024, 1024)
+    resized = torch.from_numpy(np.array(Image.fromarray(frames[0]).resize((1024, 1024), Image.BILINEAR)))
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+    expected = ((resized.permute(2, 0, 1).float() - mean) / std).to(torch.bfloat16)
+    assert torch.equal(x[0], expected)  # as the official code: float32 arithmetic and constants, one cast
+
+
 def test_dense_pe_equals_segment_anything_in_float32(tiny_model):
     torch.testing.assert_close(tiny_model.dense_pe(), tiny_model.sam.prompt_encoder.get_dense_pe())
 

@@ -265,8 +265,7 @@ class VideoLISAModel(nn.Module):
         projector = _materialize(projector, reader, PROJECTOR_PREFIX, device, dtype)
         seg_head = _materialize(seg_head, reader, SEG_HEAD_PREFIX, device, dtype)
         sam = _materialize(sam, reader, SAM_PREFIX, device, dtype)
-        sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
-        sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
+        _set_pixel_statistics(sam)
         set_sam_fused(sam, fused=True)
 
         tower_name = vision_tower or config.vision_tower
@@ -297,8 +296,7 @@ class VideoLISAModel(nn.Module):
                 projector, seg_head, sam = build_projector(config), build_seg_head(config), build_sam(config)
         finally:
             torch.set_default_dtype(previous)
-        sam.pixel_mean.copy_(torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1))
-        sam.pixel_std.copy_(torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1))
+        _set_pixel_statistics(sam)
         set_sam_fused(sam, fused=True)
         _truncate_tower(vision, config.vision_select_layer)
         llm.config._attn_implementation = "sdpa"
@@ -567,6 +565,18 @@ def set_sam_fused(sam, fused: bool) -> None:
             module.forward = types.MethodType(forward, module)
         elif not fused and current is not None:
             del module.forward
+
+
+def _set_pixel_statistics(sam) -> None:
+    """SAM's pixel mean and std as float32 buffers, whatever the compute dtype.
+
+    The official code normalises with float32 constants and casts the frames afterwards; buffers cast to
+    bfloat16 with the rest of the model would shift a channel by up to 0.22 grey levels and scale it by 0.2 %.
+    """
+    for name, values in (("pixel_mean", SAM_PIXEL_MEAN), ("pixel_std", SAM_PIXEL_STD)):
+        device = getattr(sam, name).device
+        sam.register_buffer(name, torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1),
+                            persistent=False)
 
 
 def _materialize(module: nn.Module, reader: WeightReader, prefix: str, device, dtype) -> nn.Module:
