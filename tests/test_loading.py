@@ -70,6 +70,18 @@ def test_embedding_rows_that_disagree_with_the_config_are_named(editable_checkpo
         VideoLISAModel.load(str(editable_checkpoint))
 
 
+def test_the_feature_selection_of_the_config_is_overridden_to_patch_tokens(editable_checkpoint, tiny_model):
+    config_path = editable_checkpoint / "config.json"
+    config = json.loads(config_path.read_text())
+    config["mm_vision_select_feature"] = "cls_patch"  # the official model sets "patch" whatever is written
+    config_path.write_text(json.dumps(config))
+    model = VideoLISAModel.load(str(editable_checkpoint))
+    pixels = torch.randn(1, 3, 336, 336)
+    features = model.clip_features(pixels)
+    assert features.shape[1] == (336 // 14) ** 2  # the CLS token is dropped
+    torch.testing.assert_close(features, tiny_model.clip_features(pixels))
+
+
 def test_sharded_safetensors_with_an_index_load(editable_checkpoint, tiny_model):
     state = load_file(editable_checkpoint / "model.safetensors")
     keys = sorted(state)

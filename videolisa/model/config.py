@@ -69,9 +69,7 @@ class VideoLISAConfig:
         merge = raw.get("mm_patch_merge_type", "flat")
         if merge != "flat":
             raise ModelUnavailable(f"mm_patch_merge_type {merge!r} is not supported (VideoLISA uses 'flat').")
-        feature = raw.get("mm_vision_select_feature", "patch")
-        if feature != "patch":
-            raise ModelUnavailable(f"mm_vision_select_feature {feature!r} is not supported (VideoLISA uses 'patch').")
+        # mm_vision_select_feature is not read: the official model sets it to "patch" whatever the file says.
         projector = raw.get("mm_projector_type", "linear")
         if projector != "linear" and not re.fullmatch(r"mlp(\d+)x_gelu", projector):
             raise ModelUnavailable(f"mm_projector_type {projector!r} is not supported.")
