@@ -108,6 +108,28 @@ def test_bfloat16_frames_are_normalised_with_float32_statistics_then_cast(tiny_c
     assert torch.equal(x[0], expected)  # as the official code: float32 arithmetic and constants, one cast
 
 
+def test_a_float16_encoder_runs_its_neck_in_float32_then_casts_back(tiny_checkpoint):
+    import copy
+
+    from videolisa.model.network import VideoLISAModel
+
+    model = VideoLISAModel.load(str(tiny_checkpoint), dtype=torch.float16)
+    neck = model.sam.image_encoder.neck
+    assert sorted(model.sam.state_dict()) == sorted(VideoLISAModel.load(str(tiny_checkpoint)).sam.state_dict())
+    wide = copy.deepcopy(neck).float()
+    wide.__dict__.pop("forward", None)  # segment-anything's own Sequential, in float32
+    seen = {}
+    neck.register_forward_hook(lambda module, args, out: seen.update(x=args[0]))
+    x, _ = model.sam_preprocess(np.random.default_rng(3).integers(0, 256, (1, 48, 64, 3), dtype=np.uint8))
+    embeddings = model.sam_encode(x)
+    assert embeddings.dtype == seen["x"].dtype == torch.float16
+    with torch.inference_mode():
+        expected = wide(seen["x"].float()).to(torch.float16)
+    # Float32 sums in another order round to another float16 now and then; a float16 neck differs at half the values.
+    assert (embeddings != expected).float().mean() < 0.01
+    torch.testing.assert_close(embeddings, expected, atol=4e-3, rtol=0)
+
+
 def test_dense_pe_equals_segment_anything_in_float32(tiny_model):
     torch.testing.assert_close(tiny_model.dense_pe(), tiny_model.sam.prompt_encoder.get_dense_pe())
 

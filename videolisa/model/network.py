@@ -6,6 +6,7 @@ unmodified ``segment_anything`` package. Nothing here touches files other than c
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -265,8 +266,7 @@ class VideoLISAModel(nn.Module):
         projector = _materialize(projector, reader, PROJECTOR_PREFIX, device, dtype)
         seg_head = _materialize(seg_head, reader, SEG_HEAD_PREFIX, device, dtype)
         sam = _materialize(sam, reader, SAM_PREFIX, device, dtype)
-        _set_pixel_statistics(sam)
-        set_sam_fused(sam, fused=True)
+        _prepare_sam(sam)
 
         tower_name = vision_tower or config.vision_tower
         vision_dir = resolve_directory(tower_name, patterns=CLIP_PATTERNS, fallback_patterns=CLIP_FALLBACK,
@@ -296,8 +296,7 @@ class VideoLISAModel(nn.Module):
                 projector, seg_head, sam = build_projector(config), build_seg_head(config), build_sam(config)
         finally:
             torch.set_default_dtype(previous)
-        _set_pixel_statistics(sam)
-        set_sam_fused(sam, fused=True)
+        _prepare_sam(sam)
         _truncate_tower(vision, config.vision_select_layer)
         llm.config._attn_implementation = "sdpa"
         vision.config._attn_implementation = "sdpa"
@@ -567,16 +566,25 @@ def set_sam_fused(sam, fused: bool) -> None:
             del module.forward
 
 
-def _set_pixel_statistics(sam) -> None:
-    """SAM's pixel mean and std as float32 buffers, whatever the compute dtype.
+def _prepare_sam(sam) -> None:
+    """What the official SAM does beyond segment-anything's, for inference at the model's dtype.
 
-    The official code normalises with float32 constants and casts the frames afterwards; buffers cast to
-    bfloat16 with the rest of the model would shift a channel by up to 0.22 grey levels and scale it by 0.2 %.
+    The pixel mean and std stay float32 buffers: the official code normalises with float32 constants and
+    casts the frames afterwards (cast to bfloat16 with the rest of the model, they would shift a channel by
+    up to 0.22 grey levels and scale it by 0.2 %). In a float16 model the encoder's neck runs in float32
+    and its output is cast back, as the official encoder does against overflow. Attention and channel norms
+    are the fused ones (``set_sam_fused``).
     """
     for name, values in (("pixel_mean", SAM_PIXEL_MEAN), ("pixel_std", SAM_PIXEL_STD)):
         device = getattr(sam, name).device
         sam.register_buffer(name, torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1),
                             persistent=False)
+    neck = sam.image_encoder.neck
+    if next(neck.parameters()).dtype == torch.float16:
+        # A float32 copy held by the forward alone: the module tree and its state-dict keys stay the official ones.
+        wide = copy.deepcopy(neck).float()
+        neck.forward = lambda x: wide(x.float()).to(x.dtype)
+    set_sam_fused(sam, fused=True)
 
 
 def _materialize(module: nn.Module, reader: WeightReader, prefix: str, device, dtype) -> nn.Module:
