@@ -9,6 +9,8 @@ from videolisa.model.network import ClipPreprocessing
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+SAM_MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+SAM_STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
 from videolisa.prompts import IMAGE_TOKEN_INDEX, build_prompt_ids, render_prompt
 
 
@@ -88,9 +90,7 @@ def test_sam_preprocess_resizes_longest_side_and_pads_bottom_right(tiny_model):
     assert size == (769, 1024)
     assert x.shape == (2, 3, 1024, 1024)
     assert torch.all(x[:, :, 769:] == 0)  # padding after normalisation
-    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1)
-    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1)
-    torch.testing.assert_close(x[0, :, 100, :5], ((200 - mean) / std).expand(1, 3, 5)[0])
+    torch.testing.assert_close(x[0, :, 100, :5], ((200 - SAM_MEAN[:, 0]) / SAM_STD[:, 0]).expand(3, 5))
 
 
 def test_bfloat16_frames_are_normalised_with_float32_statistics_then_cast(tiny_checkpoint):
@@ -102,20 +102,18 @@ def test_bfloat16_frames_are_normalised_with_float32_statistics_then_cast(tiny_c
     x, size = model.sam_preprocess(frames)
     assert x.dtype == torch.bfloat16 and size == (1024, 1024)
     resized = torch.from_numpy(np.array(Image.fromarray(frames[0]).resize((1024, 1024), Image.BILINEAR)))
-    mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
-    std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
-    expected = ((resized.permute(2, 0, 1).float() - mean) / std).to(torch.bfloat16)
+    expected = ((resized.permute(2, 0, 1).float() - SAM_MEAN) / SAM_STD).to(torch.bfloat16)
     assert torch.equal(x[0], expected)  # as the official code: float32 arithmetic and constants, one cast
 
 
-def test_a_float16_encoder_runs_its_neck_in_float32_then_casts_back(tiny_checkpoint):
+def test_a_float16_encoder_runs_its_neck_in_float32_then_casts_back(tiny_checkpoint, tiny_model):
     import copy
 
     from videolisa.model.network import VideoLISAModel
 
     model = VideoLISAModel.load(str(tiny_checkpoint), dtype=torch.float16)
     neck = model.sam.image_encoder.neck
-    assert sorted(model.sam.state_dict()) == sorted(VideoLISAModel.load(str(tiny_checkpoint)).sam.state_dict())
+    assert sorted(model.sam.state_dict()) == sorted(tiny_model.sam.state_dict())
     wide = copy.deepcopy(neck).float()
     wide.__dict__.pop("forward", None)  # segment-anything's own Sequential, in float32
     seen = {}

@@ -575,8 +575,8 @@ def _prepare_sam(sam) -> None:
     and its output is cast back, as the official encoder does against overflow. Attention and channel norms
     are the fused ones (``set_sam_fused``).
     """
+    device = sam.device
     for name, values in (("pixel_mean", SAM_PIXEL_MEAN), ("pixel_std", SAM_PIXEL_STD)):
-        device = getattr(sam, name).device
         sam.register_buffer(name, torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1),
                             persistent=False)
     neck = sam.image_encoder.neck
