@@ -130,3 +130,36 @@ def test_a_cached_example_redraws_with_a_new_look(browser_page, tmp_path, monkey
         assert not page.locator("#vl-timeline").is_visible()
     finally:
         demo.close()
+
+
+# The WCAG contrast ratio of each element's text against the box's background, inside every box given.
+CONTRASTS = """boxes => boxes.flatMap(box => {
+    const lum = c => {
+        const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map(v => {
+            v = v / 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const back = lum(getComputedStyle(box).backgroundColor);
+    return [box, ...box.querySelectorAll('*')].map(e => {
+        const l = [lum(getComputedStyle(e).color), back].sort((a, b) => b - a);
+        return (l[0] + 0.05) / (l[1] + 0.05);
+    });
+})"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_banner_and_notices_stay_readable_in_either_colour_scheme(browser_page, scheme):
+    app, page = browser_page
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme=scheme)
+    try:
+        themed = context.new_page()
+        themed.goto(app["url"])
+        banner = themed.locator("#vl-banner .vl-banner")
+        banner.get_by_text("Preview mode:").wait_for()
+        # The notices' markup, as results.py writes it, beside the banner: the same stylesheet applies to both.
+        banner.evaluate("""b => b.insertAdjacentHTML('afterend',
+            '<ul class="vl-notices"><li><b>Note:</b> the answer reached the <code>max_new_tokens</code> limit</li></ul>')""")
+        ratios = themed.locator("#vl-banner .vl-banner, #vl-banner .vl-notices").evaluate_all(CONTRASTS)
+        assert len(ratios) >= 6 and min(ratios) >= 4.5, ratios
+    finally:
+        context.close()
