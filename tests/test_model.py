@@ -6,12 +6,12 @@ import torch
 from PIL import Image
 
 from videolisa.model.network import ClipPreprocessing
+from videolisa.prompts import IMAGE_TOKEN_INDEX, build_prompt_ids, render_prompt
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 SAM_MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
 SAM_STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
-from videolisa.prompts import IMAGE_TOKEN_INDEX, build_prompt_ids, render_prompt
 
 
 def test_sliding_window_gets_one_more_key_than_the_config_says(tiny_model, tiny_checkpoint):

@@ -6,11 +6,11 @@ unmodified ``segment_anything`` package. Nothing here touches files other than c
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
 import threading
+import types
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -551,8 +551,6 @@ def _channel_norm(self, x: torch.Tensor) -> torch.Tensor:
 
 def set_sam_fused(sam, fused: bool) -> None:
     """SAM with SDPA attention and fused channel norms (``fused=True``), or segment-anything's own code."""
-    import types
-
     from segment_anything.modeling.common import LayerNorm2d
 
     patched = [(block.attn, _sam_attention_sdpa) for block in sam.image_encoder.blocks]
@@ -581,10 +579,15 @@ def _prepare_sam(sam) -> None:
                             persistent=False)
     neck = sam.image_encoder.neck
     if next(neck.parameters()).dtype == torch.float16:
-        # A float32 copy held by the forward alone: the module tree and its state-dict keys stay the official ones.
-        wide = copy.deepcopy(neck).float()
-        neck.forward = lambda x: wide(x.float()).to(x.dtype)
+        # The neck's own weights in float32 (same keys, and a later .to(device) moves them with the rest).
+        neck.float()
+        neck.forward = types.MethodType(_float32_forward, neck)
     set_sam_fused(sam, fused=True)
+
+
+def _float32_forward(self: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """A float32 Sequential on a lower-precision input, returned in the input's dtype."""
+    return nn.Sequential.forward(self, x.float()).to(x.dtype)
 
 
 def _materialize(module: nn.Module, reader: WeightReader, prefix: str, device, dtype) -> nn.Module:
