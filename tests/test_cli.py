@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from media import make_clip
+from media import make_clip, make_image, truncated_copy
 from videolisa import cli
 from videolisa.export import read_png_zip
 from videolisa.video import probe
@@ -110,6 +110,15 @@ def test_a_bad_video_is_one_line_and_exit_code_2(tmp_path, shared_pipeline, caps
     assert cli.main(["segment", str(bad), "x", "--out", str(tmp_path / "o"), *FAST]) == cli.EXIT_INPUT
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_a_cut_short_image_is_one_line_and_exit_code_2(tmp_path, shared_pipeline, capsys, fmt):
+    whole = make_image(tmp_path, "photo", size=(200, 150), fmt=fmt)
+    cut = truncated_copy(whole, tmp_path, 0.5)
+    assert cli.main(["segment", str(cut), "x", "--out", str(tmp_path / "o"), *FAST]) == cli.EXIT_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: '{cut.name}' is a damaged image or was cut short") and "\n" not in err
 
 
 def test_opt_in_limits_reach_the_library(clip, tmp_path, shared_pipeline, capsys):

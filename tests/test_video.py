@@ -202,6 +202,15 @@ def test_deep_and_float_grey_stills_keep_their_picture(tmp_path, mode, values, e
     assert frame[0, :, 0].tolist() == expected and (frame == frame[..., :1]).all()
 
 
+def test_a_picture_with_unreadable_exif_is_read_as_stored(tmp_path):
+    path = tmp_path / "odd_exif.png"
+    Image.new("RGB", (20, 10), (200, 30, 30)).save(path, exif=b"Exif\x00\x00not tiff data")
+    info = video.probe(path)
+    assert (info.width, info.height, info.rotation) == (20, 10, 0)
+    frame = next(video.iter_frames(path))
+    assert frame.shape == (10, 20, 3) and (frame == (200, 30, 30)).all()
+
+
 def test_an_animated_webp_is_named_as_such_not_called_damaged(tmp_path):
     path = tmp_path / "loop.webp"
     pictures = [Image.new("RGB", (32, 24), (40 * i, 0, 0)) for i in range(3)]
@@ -227,6 +236,9 @@ def _corrupt_files(clips, tmp_path):
         "truncated mp4 (index first)": media.truncated_copy(faststart, tmp_path, 0.6),
         "truncated mkv": media.truncated_copy(long_mkv, tmp_path, 0.5),
         "truncated gif": media.truncated_copy(clips("gif"), tmp_path, 0.5),
+        "truncated png": media.truncated_copy(media.make_image(tmp_path, "photo", size=(200, 150)), tmp_path, 0.5),
+        "truncated jpeg": media.truncated_copy(media.make_image(tmp_path, "photo", size=(200, 150), fmt="jpg"),
+                                               tmp_path, 0.5),
         "text file": text,
         "random bytes": noise,
         "empty file": empty,

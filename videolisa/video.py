@@ -185,15 +185,31 @@ def _rgb8(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def _damaged_image(path: Path, exc: Exception) -> InvalidVideo:
+    return InvalidVideo(f"'{_name(path)}' is a damaged image or was cut short ({exc}); please export or upload it "
+                        "again.")
+
+
+def _exif_orientation(image: Image.Image, path: Path) -> int:
+    """The EXIF orientation tag, 1 (as stored) when there is none or it cannot be read."""
+    try:
+        return image.getexif().get(0x0112, 1)
+    except OSError as exc:  # a PNG keeps its EXIF after the pixels, so reading it decodes a cut-short picture
+        raise _damaged_image(path, exc) from exc
+    except (SyntaxError, ValueError):  # EXIF that is not TIFF data: the picture is shown as stored, as browsers do
+        return 1
+
+
 def _read_still(path: Path) -> np.ndarray:
     image = _open_still(path)
     if image is None:
         raise InvalidVideo(f"'{_name(path)}' is not an image that can be read.")
-    try:
-        with image:
-            return _rgb8(ImageOps.exif_transpose(image))  # [H, W, 3]
-    except OSError as exc:
-        raise InvalidVideo(f"'{_name(path)}' is a damaged image ({exc}); please export it again.") from exc
+    with image:
+        try:
+            upright = ImageOps.exif_transpose(image) if _exif_orientation(image, path) != 1 else image
+            return _rgb8(upright)  # [H, W, 3]
+        except OSError as exc:
+            raise _damaged_image(path, exc) from exc
 
 
 def _open_container(path: Path) -> "av.container.InputContainer":
@@ -306,7 +322,7 @@ def _ends_with_gif_trailer(path: Path) -> bool:
 
 def _probe_still(path: Path, image: Image.Image) -> VideoInfo:
     with image:
-        rotation, mirrored = _EXIF_ORIENTATIONS.get(image.getexif().get(0x0112, 1), (0, False))
+        rotation, mirrored = _EXIF_ORIENTATIONS.get(_exif_orientation(image, path), (0, False))
         width, height = image.size
         fmt = image.format.lower()
     if rotation in (90, 270):
