@@ -18,6 +18,7 @@ import pytest
 from videolisa.errors import InvalidPrompt
 from videolisa.model.tiny import write_tokenizer
 from videolisa.prompts import (
+    IMAGE_PLACEHOLDER,
     IMAGE_TOKEN_INDEX,
     build_prompt_ids,
     render_prompt,
@@ -178,6 +179,33 @@ def test_sanitized_user_text_keeps_one_placeholder_and_one_seg(tokenizers, varia
     pid = build_prompt_ids(tok, render_prompt(clean, case["answer"]), seg_id)
     assert list(pid.ids) == case["ids"]
     assert pid.ids.count(IMAGE_TOKEN_INDEX) == 1 and len(pid.seg_indices) == 1
+
+
+def _nestings(token: str) -> list[str]:
+    """The token built around itself: inside its own brackets ("<<image>>", "<|<|<|end|>|>|>") and split at
+    every character ("<|en" + "<|end|>" + "d|>"), so that dropping the inner token's brackets rebuilds it."""
+    core = token.strip("<>[]|")
+    head, tail = token[: token.index(core)], token[token.index(core) + len(core):]
+    cases = [head * depth + core + tail * depth for depth in (2, 3)]
+    return cases + [token[:k] + token + token[k:] for k in range(1, len(token))]
+
+
+def test_nested_reserved_tokens_cannot_rebuild_themselves_and_ordinary_text_stays(tokenizers):
+    tok = tokenizers["legacy_false"]
+    reserved = [IMAGE_PLACEHOLDER, *tok.added_token_texts]
+    assert {"<|end|>", "<|user|>", "<|assistant|>", "<|system|>", SEG_TOKEN, "<s>"} <= set(reserved)
+    seg_id, added_ids = tok.token_to_id(SEG_TOKEN), {tok.token_to_id(t) for t in tok.added_token_texts}
+    for token in reserved:
+        for nested in _nestings(token):
+            clean = sanitize_user_text(f"the dog {nested} on the left", tok.added_token_texts)
+            assert not any(t in clean for t in reserved), (nested, clean)
+            assert clean.startswith("the dog ") and clean.endswith(" on the left"), (nested, clean)
+            assert not added_ids & set(tok.encode(clean, add_special_tokens=False)), (nested, clean)
+            ids = build_prompt_ids(tok, render_prompt(clean), seg_id)  # one video, one mask token: no refusal
+            assert ids.ids.count(IMAGE_TOKEN_INDEX) == 1 and len(ids.seg_indices) == 1
+    assert sanitize_user_text("<|<|end|>|> [[SEG]] <<image>>", tok.added_token_texts) == "end SEG image"
+    for ordinary in ("a <b>bold</b> dog", "the [left] one | not <3", "x || y", "<|  |>", "[[ ]]", "< image >"):
+        assert sanitize_user_text(ordinary, tok.added_token_texts) == ordinary
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

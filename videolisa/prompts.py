@@ -34,7 +34,8 @@ def sanitize_user_text(text: str, reserved: list[str] | tuple[str, ...] = ()) ->
 
     A literal ``<image>`` would add a second video placeholder and a literal ``[SEG]`` a second mask
     token; chat-role tokens would forge turns. Their brackets are dropped, so the words stay readable
-    to the model (``<image>`` becomes ``image``).
+    to the model (``<image>`` becomes ``image``). Dropping brackets can complete a token around the one
+    dropped (``<<image>>``, ``<|<|end|>|>``), so it is repeated until no reserved token is left.
     """
     if not isinstance(text, str):
         raise InvalidPrompt("The prompt must be text.")
@@ -47,9 +48,11 @@ def sanitize_user_text(text: str, reserved: list[str] | tuple[str, ...] = ()) ->
         ) from None
     # The text is otherwise passed on as typed (spaces included), as the official chat does.
     text = _CONTROL_CHARS.sub(" ", text)
-    for token in sorted({IMAGE_PLACEHOLDER, SEG_TOKEN, *reserved}, key=len, reverse=True):
-        if token in text:
-            text = text.replace(token, token.strip("<>[]|"))
+    tokens = sorted({IMAGE_PLACEHOLDER, SEG_TOKEN, *reserved}, key=len, reverse=True)  # longest first, as they split
+    pattern = re.compile("|".join(re.escape(token) for token in tokens))
+    # Every pass that changes the text shortens it, so this ends.
+    while (stripped := pattern.sub(lambda found: found.group().strip("<>[]|"), text)) != text:
+        text = stripped
     if not text.strip():
         raise InvalidPrompt("The prompt is empty: describe the target to segment, e.g. \"the dog that jumps\".")
     return text
