@@ -132,6 +132,16 @@ def make_image(out_dir: Path, name: str, size: tuple[int, int] = (64, 48), fmt: 
     return path
 
 
+def make_song(out_dir: Path, name: str, container: str = "mp3", duration: float = 1.0) -> Path:
+    """A second of sound with cover art, as music files carry it: FFmpeg lists the picture as a video stream."""
+    cover = make_image(out_dir, f"{name}_cover", size=(200, 150), fmt="jpg")
+    path = Path(out_dir) / f"{name}.{container}"
+    audio = {"mp3": "libmp3lame", "m4a": "aac"}[container]
+    ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={duration}", "-i", str(cover), "-map", "0:a", "-map", "1:v",
+           "-c:a", audio, "-c:v", "copy", "-disposition:v:0", "attached_pic", str(path))
+    return path
+
+
 def truncated_copy(path: Path, out_dir: Path, fraction: float) -> Path:
     """Copy of ``path`` cut after ``fraction`` of its bytes, as an interrupted upload leaves it."""
     data = Path(path).read_bytes()

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from media import ffmpeg, luma_psnr, make_clip, make_image, truncated_copy
+from media import ffmpeg, luma_psnr, make_clip, make_image, make_song, truncated_copy
 from test_app import GENERIC_ERROR, ROOT, client, served  # noqa: F401 (shared fixtures)
 
 PACKAGE = ROOT / "videolisa"
@@ -88,6 +88,8 @@ def _bad_file(kind: str, directory: Path) -> Path:
     elif kind == "audio only":
         path = directory / "song.mp4"
         ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", str(path))
+    elif kind == "song with cover art":
+        path = make_song(directory, "song_with_cover")
     elif kind == "8K video":
         path = directory / "eight_k.mp4"
         ffmpeg("-f", "lavfi", "-i", "color=c=navy:size=7680x4320:rate=1", "-frames:v", "1", "-c:v", "libx264",
@@ -112,6 +114,7 @@ def _bad_file(kind: str, directory: Path) -> Path:
     ("zero bytes", "video", "is empty (0 bytes)"),
     ("no decodable frame", "video", "damaged or cut short"),
     ("audio only", "video", "it has no video track. Please upload a video"),
+    ("song with cover art", "video", "is an audio file with cover art: it has no video track. Please upload a video"),
     ("8K video", "video", "is 7680x4320 (33.2 megapixels per frame), more than the 8.8 megapixels"),
     ("50-megapixel image", "image", "is 10000x5000 (50.0 megapixels per frame)"),
     ("decompression bomb", "image", "is an image of more than 179 megapixels: downscale it"),

@@ -219,6 +219,20 @@ def test_an_animated_webp_is_named_as_such_not_called_damaged(tmp_path):
         video.probe(path)
 
 
+@pytest.mark.parametrize("container", ["mp3", "m4a"])
+def test_a_song_with_cover_art_is_an_audio_file_not_a_short_video(tmp_path, container):
+    from videolisa.settings import Limits
+    from videolisa.source import open_source
+
+    song = media.make_song(tmp_path, "song", container=container)
+    for read in (video.probe, lambda path: list(video.iter_frames(path)),
+                 lambda path: open_source(path, Limits(max_pixels=1000))):  # the cover art is over this limit
+        with pytest.raises(InvalidVideo) as caught:
+            read(song)
+        assert str(caught.value) == (f"'{song.name}' is an audio file with cover art: it has no video track. "
+                                     "Please upload a video.")
+
+
 def _corrupt_files(clips, tmp_path):
     faststart = tmp_path / "faststart.mp4"
     media.ffmpeg("-i", str(clips("mp4")), "-c", "copy", "-movflags", "+faststart", str(faststart))

@@ -103,8 +103,9 @@ def _header_size(path: Path) -> Optional[tuple[int, int]]:
         pass
     try:
         with av.open(str(path), mode="r", metadata_errors="ignore") as container:
-            if container.streams.video:
-                codec = container.streams.video[0].codec_context
+            stream = videoio.video_stream(container)
+            if stream is not None:
+                codec = stream.codec_context
                 if codec.width and codec.height:
                     return codec.width, codec.height
     except (av.error.FFmpegError, UnicodeDecodeError):

@@ -212,7 +212,14 @@ def _read_still(path: Path) -> np.ndarray:
             raise _damaged_image(path, exc) from exc
 
 
-def _open_container(path: Path) -> "av.container.InputContainer":
+def video_stream(container: "av.container.InputContainer") -> Optional["av.video.stream.VideoStream"]:
+    """The video track: the first video stream that is not cover art (the one picture MP3, M4A and many other
+    files attach, which FFmpeg lists as a video stream)."""
+    return next((stream for stream in container.streams.video
+                 if not stream.disposition & av.stream.Disposition.attached_pic), None)
+
+
+def _open_container(path: Path) -> tuple["av.container.InputContainer", "av.video.stream.VideoStream"]:
     try:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
@@ -220,19 +227,21 @@ def _open_container(path: Path) -> "av.container.InputContainer":
             f"'{_name(path)}' is not a video that can be read (it may be damaged or cut short, or not a video "
             "at all). Please upload an MP4, MOV, WebM, MKV, AVI or GIF file."
         ) from exc
-    if not container.streams.video:
+    stream = video_stream(container)
+    if stream is None:
         kind = "an audio file" if container.streams.audio else "a file without pictures"
+        if container.streams.video:  # cover art only
+            kind = "an audio file with cover art" if container.streams.audio else "a file with only cover art"
         container.close()
         raise InvalidVideo(f"'{_name(path)}' is {kind}: it has no video track. Please upload a video.")
-    return container
+    return container, stream
 
 
 def _decoded_frames(path: Path) -> Iterator["av.VideoFrame"]:
     """Every frame the decoder outputs, in display order. Damage stops decoding with InvalidVideo."""
-    container = _open_container(path)
+    container, stream = _open_container(path)
     count = 0
     try:
-        stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame + slice threads: decoding keeps pace with the encoder
         for frame in container.decode(stream):
             count += 1
@@ -376,9 +385,8 @@ def _past_limits(index: int, pts: Optional[int], first_pts: Optional[int], time_
 
 
 def _scan_video(path: Path, max_frames: Optional[int], max_seconds: Optional[float]) -> _Scan:
-    container = _open_container(path)
+    container, stream = _open_container(path)
     try:
-        stream = container.streams.video[0]
         time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
         nominal = _nominal_rate(stream)
         claimed = _claimed_duration(container, stream)
