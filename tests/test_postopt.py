@@ -288,6 +288,14 @@ def test_unavailable_local_checkpoints_are_explained(tmp_path):
         PostOptimizer.load(str(broken))
 
 
+def test_a_one_frame_video_is_counted_in_the_singular(optimizer):
+    frames, truth = moving_square(1)
+    _, record, _ = refine(optimizer, frames, {0: truth[0]})
+    assert record.applied and "1 reference frame (frame 0) to 1 frame in" in record.reason
+    with pytest.raises(InvalidSettings, match="The video has 1 frame but 2 raw masks"):
+        optimizer.refine(FrameSource(frames), 1, {0: truth[0]}, PackedMasks.from_array(truth.repeat(2, 0)), np.ones(1))
+
+
 def test_bad_inputs_are_refused_with_a_reason(optimizer):
     frames, truth = moving_square(6)
     raw = PackedMasks.from_array(truth)

@@ -111,6 +111,20 @@ def test_the_pipeline_with_limits_processes_exactly_the_allowed_frames(pipeline,
     assert passes == [13]  # rendering and exporting the trimmed run probed nothing further
 
 
+def test_limits_and_summaries_of_one_frame_are_singular(tmp_path):
+    from videolisa.ui import results
+
+    limits = Limits(max_frames=1)
+    assert "at most 1 frame" in limits.describe() and "1 frames" not in limits.describe()
+    _, notices = open_source(np.zeros((3, 8, 8, 3), np.uint8), limits)
+    assert notices == ["Only the first 1 frame of 3 was processed."]
+    one = make_clip(tmp_path, "one", size=(32, 32), frames=1, fps=1, audio=False)
+    summary = results.input_summary(probe_within(one, limits), limits)
+    assert summary.endswith("1 frame, 1 fps (1.00 s), h264, no audio. Its frame will be segmented."), summary
+    two = make_clip(tmp_path, "two", size=(32, 32), frames=2, fps=1, audio=False)
+    assert "Over the limit of 1 frame: only" in results.input_summary(probe_within(two, limits), limits)
+
+
 def test_the_page_says_what_a_long_upload_will_have_processed(long_clip, monkeypatch):
     from videolisa.ui import page, results
 

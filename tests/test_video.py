@@ -233,6 +233,19 @@ def test_a_song_with_cover_art_is_an_audio_file_not_a_short_video(tmp_path, cont
                                      "Please upload a video.")
 
 
+def test_one_frame_is_counted_in_the_singular(clips):
+    from dataclasses import replace
+
+    one = clips("one_frame")
+    with pytest.raises(InvalidVideo, match=r"\(the video has 1 frame, numbered from 0\)"):
+        video.read_frames(one, [3])
+    assert "more than 1 frame and" in video.probe(clips("mp4"), max_frames=1).describe()
+    scan = video._scan_video(Path(one), None, None)
+    promised = replace(scan, header={**scan.header, "claimed_duration": 5.0})  # a header that promises more
+    with pytest.raises(InvalidVideo, match=r"only 0\.0 s \(1 frame\) can be decoded"):
+        video._describe_scan(promised, None, None)
+
+
 def _corrupt_files(clips, tmp_path):
     faststart = tmp_path / "faststart.mp4"
     media.ffmpeg("-i", str(clips("mp4")), "-c", "copy", "-movflags", "+faststart", str(faststart))

@@ -1,6 +1,11 @@
 """The library's errors. Each message is a sentence a person can act on; the app shows it as is."""
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 frame', '3 frames': a count for a message."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class VideoLISAError(Exception):
     """Base class of every error the library raises on purpose."""
 

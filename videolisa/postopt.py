@@ -27,7 +27,7 @@ import torch
 from transformers import Sam2VideoModel, Sam2VideoProcessor
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
-from .errors import InvalidSettings, InvalidVideo, ModelUnavailable
+from .errors import InvalidSettings, InvalidVideo, ModelUnavailable, counted
 from .masks import PackedMasks
 
 # Frames decoded and preprocessed at once; bounds the memory of the frames in flight.
@@ -303,7 +303,7 @@ class PostOptimizer:
         seconds = time.perf_counter() - started
         empty_refs = sum(1 for mask in refs.values() if not mask.any())
         lost = (
-            f"The tracker lost the object on {_count(len(absent), 'frame')}; {len(kept_raw)} of those kept "
+            f"The tracker lost the object on {counted(len(absent), 'frame')}; {len(kept_raw)} of those kept "
             f"VideoLISA's own mask (predicted IoU at least {self.absent_rule.min_confidence:g})."
             if absent
             else "The tracker found the object on every frame."
@@ -311,9 +311,9 @@ class PostOptimizer:
         record = PostOptimization(
             applied=True,
             reason=(
-                f"SAM 2 ({self.name}) propagated the masks of {_count(len(refs), 'reference frame')} "
+                f"SAM 2 ({self.name}) propagated the masks of {counted(len(refs), 'reference frame')} "
                 f"({_frames_text(ref_frames)}{f', {empty_refs} of them empty' if empty_refs else ''}) "
-                f"to all {num_frames} frames in {seconds:.1f} s. {lost}"
+                f"to {'all ' if num_frames > 1 else ''}{counted(num_frames, 'frame')} in {seconds:.1f} s. {lost}"
             ),
             model=self.name,
             reference_frames=ref_frames,
@@ -331,7 +331,8 @@ class PostOptimizer:
         raw_confidence: np.ndarray,
     ) -> dict[int, np.ndarray]:
         if len(raw_masks) != num_frames:
-            raise InvalidSettings(f"The video has {num_frames} frames but {len(raw_masks)} raw masks were given.")
+            raise InvalidSettings(
+                f"The video has {counted(num_frames, 'frame')} but {len(raw_masks)} raw masks were given.")
         if np.shape(raw_confidence) != (num_frames,):
             raise InvalidSettings(
                 f"raw_confidence must hold one score per frame ({num_frames}), got shape {np.shape(raw_confidence)}."
@@ -445,10 +446,6 @@ def _chunks(start: int, stop: int, refs: Mapping[int, np.ndarray], size: int) ->
 
 def _frames_text(frames: tuple[int, ...]) -> str:
     return "frame " + str(frames[0]) if len(frames) == 1 else "frames " + ", ".join(map(str, frames))
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _first_line(err: BaseException) -> str:

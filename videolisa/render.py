@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from .errors import InvalidSettings, InvalidVideo
+from .errors import InvalidSettings, InvalidVideo, counted
 from .masks import PackedMasks
 from .video import (
     DEFAULT_CRF,
@@ -290,7 +290,7 @@ def render_video(
     if start < 0 or stop <= start:
         raise ValueError(f"invalid frame range [{start}, {stop})")
     if stop > info.num_frames:
-        raise ValueError(f"frame range [{start}, {stop}) goes past the video's {info.num_frames} frames")
+        raise ValueError(f"frame range [{start}, {stop}) goes past the video's {counted(info.num_frames, 'frame')}")
     if shape is not None:
         if shape[0] != stop - start:
             raise ValueError(f"{shape[0]} masks per object for the {stop - start} frames of [{start}, {stop})")
@@ -309,7 +309,7 @@ def render_video(
                 progress(j + 1, stop - start)
         if writer.num_frames != stop - start:
             raise InvalidVideo(
-                f"'{Path(source_path).name}' gave {writer.num_frames} frames where {stop - start} were expected; "
-                "the file may have changed while it was being read."
+                f"'{Path(source_path).name}' gave {counted(writer.num_frames, 'frame')}, not the {stop - start} "
+                "expected; the file may have changed while it was being read."
             )
     return writer.result.path

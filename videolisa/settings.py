@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Optional
 
-from .errors import InvalidSettings
+from .errors import InvalidSettings, counted
 
 # Released checkpoints.
 DEFAULT_MODEL = "ZechenBai/VideoLISA-3.8B"
@@ -61,7 +61,7 @@ class Limits:
         if self.max_duration_s:
             parts.append(f"the first {self.max_duration_s:g} s of a video")
         if self.max_frames:
-            parts.append(f"at most {self.max_frames} frames")
+            parts.append(f"at most {counted(self.max_frames, 'frame')}")
         if self.max_pixels:
             parts.append(f"up to {self.max_pixels / 1e6:.1f} megapixels per frame")
         if self.max_inference_side:

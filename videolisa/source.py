@@ -16,7 +16,7 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputTooLarge, InvalidVideo
+from .errors import InputTooLarge, InvalidVideo, counted
 from .settings import Limits
 from . import video as videoio
 from .video import downscale
@@ -182,7 +182,8 @@ def open_source(video, limits: Limits) -> tuple[FrameSource, list[str]]:
     else:
         frames = _as_frames(video)
         if limits.max_frames and len(frames) > limits.max_frames:
-            notices.append(f"Only the first {limits.max_frames} of {len(frames)} frames were processed.")
+            notices.append(f"Only the first {counted(limits.max_frames, 'frame')} of {len(frames)} "
+                           f"{'was' if limits.max_frames == 1 else 'were'} processed.")
             frames = frames[: limits.max_frames]
         height, width = frames.shape[1:3]
         if limits.max_pixels and height * width > limits.max_pixels:

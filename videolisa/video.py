@@ -34,7 +34,7 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputTooLarge, InvalidVideo, VideoLISAError
+from .errors import InputTooLarge, InvalidVideo, VideoLISAError, counted
 
 PathLike = Union[str, os.PathLike]
 
@@ -98,9 +98,9 @@ class VideoInfo:
             if claimed:
                 length = f"{claimed:.1f} s" if claimed < 60 else f"{claimed / 60:.1f} min"
                 header = f" ({length} by its header)"
-            return (f"{self.width}x{self.height}, more than {self.num_frames} frames and {self.duration:.2f} s"
-                    f"{header}, {rate}, {self.codec}, {audio}")
-        frames = f"{self.num_frames} frame{'s' if self.num_frames != 1 else ''}"
+            return (f"{self.width}x{self.height}, more than {counted(self.num_frames, 'frame')} and "
+                    f"{self.duration:.2f} s{header}, {rate}, {self.codec}, {audio}")
+        frames = counted(self.num_frames, "frame")
         return f"{self.width}x{self.height}, {frames}, {rate} ({self.duration:.2f} s), {self.codec}, {audio}"
 
 
@@ -444,7 +444,8 @@ def _describe_scan(scan: _Scan, max_frames: Optional[int], max_seconds: Optional
     if complete and claimed and float(duration) + 2 * float(duration) / num_frames < 0.9 * claimed:
         raise InvalidVideo(
             f"'{_name(scan.header['path'])}' seems cut short: its header promises {claimed:.1f} s of video but "
-            f"only {float(duration):.1f} s ({num_frames} frames) can be decoded. Please export or upload it again."
+            f"only {float(duration):.1f} s ({counted(num_frames, 'frame')}) can be decoded. Please export or upload "
+            "it again."
         )
     frame_rate = _exact_rate(num_frames, duration, scan.nominal)
     duration = num_frames / frame_rate  # removes timestamp rounding (e.g. Matroska's milliseconds)
@@ -692,7 +693,7 @@ def read_frames(path: PathLike, indices: Iterable[int], max_side: Optional[int] 
     if missing:
         raise InvalidVideo(
             f"'{_name(file)}' has fewer frames than asked for: frame {missing[0]} does not exist "
-            f"(the video has {probe(file).num_frames} frames, numbered from 0)."
+            f"(the video has {counted(probe(file).num_frames, 'frame')}, numbered from 0)."
         )
     return frames
 

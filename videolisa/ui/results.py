@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .. import outputs
+from ..errors import counted
 from ..render import PALETTE, OverlayStyle, parse_color, render_frame, render_video
 from ..source import frames_to_process
 from ..video import VideoInfo, VideoWriter, audio_offset, iter_frames, prefetch, probe, read_frames
@@ -296,7 +297,8 @@ def input_summary(info: VideoInfo, limits) -> str:
         text += (f". Over the limit of {_length_limit(limits)}: only {format_time(0)}–{format_time(end)} "
                  f"(frames 0–{stop - 1}{of}) will be processed.")
     else:
-        text += f". All {info.num_frames} frames will be segmented."
+        text += f". All {info.num_frames} frames will be segmented." if info.num_frames > 1 else \
+            ". Its frame will be segmented."
     if limits.max_inference_side and min(info.width, info.height) > limits.max_inference_side:
         text += f" The model reads frames at {limits.max_inference_side}p; the result keeps {info.width}×{info.height}."
     return text
@@ -304,7 +306,7 @@ def input_summary(info: VideoInfo, limits) -> str:
 
 def _length_limit(limits) -> str:
     parts = [f"{limits.max_duration_s:g} s" if limits.max_duration_s else "",
-             f"{limits.max_frames} frames" if limits.max_frames else ""]
+             counted(limits.max_frames, "frame") if limits.max_frames else ""]
     return " or ".join(part for part in parts if part)
 
 

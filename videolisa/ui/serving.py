@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from ..errors import ModelUnavailable, VideoLISAError
+from ..errors import ModelUnavailable, VideoLISAError, counted
 from ..settings import APP_LIMITS, DEFAULT_MODEL, DEFAULT_SAM2
 
 try:
@@ -229,7 +229,7 @@ def fit_to_gpu_cap(job: GpuJob, fps: float) -> tuple[GpuJob, Optional[str]]:
     fitting = max(1, int((cap / GPU_SAFETY - fixed) // per_frame))
     while _declared(fixed, per_frame, fitting + 1) <= cap:  # the rounding of the declared seconds may allow more
         fitting += 1
-    span = f"{fitting / fps:.1f} s ({fitting} frames)" if fps > 0 else f"{fitting} frames"
+    span = f"{fitting / fps:.1f} s ({counted(fitting, 'frame')})" if fps > 0 else counted(fitting, "frame")
     targets = len(job.prompts)
     work = (("post-optimization on " if job.post_optimize else "") + f"{targets} target" + ("s" if targets > 1 else ""))
     easier = [advice for advice, applies in (("switch post-optimization off", job.post_optimize),
