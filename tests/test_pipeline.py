@@ -93,6 +93,46 @@ def test_settings_the_model_cannot_take_are_rejected(pipeline, small_frames, set
         pipeline.segment(small_frames, "the square", **settings)
 
 
+@pytest.mark.parametrize("settings, message", [
+    (dict(num_frames_sparse="8"), "num_frames_sparse must be a whole number of at least 1; got '8' (str)."),
+    (dict(num_frames_sparse=4.0), "num_frames_sparse must be a whole number of at least 1; got 4.0 (float)."),
+    (dict(num_frames_dense=True), "num_frames_dense must be a whole number of at least 1; got True (bool)."),
+    (dict(max_new_tokens=0), "max_new_tokens must be a whole number of at least 1; got 0."),
+    (dict(max_new_tokens=-5, generate_text=True), "max_new_tokens must be a whole number of at least 1; got -5."),
+    (dict(generate_text="no"), "generate_text must be True or False; got 'no' (str)."),
+    (dict(post_optimize=1), "post_optimize must be True or False; got 1 (int)."),
+    (dict(limits={"max_frames": 3}), "limits must be a videolisa.settings.Limits or None; got dict"),
+    (dict(progress="bar"), "progress must be a function (stage, fraction) or None; got 'bar'."),
+])
+def test_options_of_the_wrong_type_or_range_are_refused_by_name(pipeline, small_frames, settings, message):
+    with pytest.raises(InvalidSettings) as caught:
+        pipeline.segment(small_frames, "the square", **{**SETTINGS, **settings})
+    assert str(caught.value).startswith(message)
+
+
+def test_numpy_counts_and_switches_are_taken_as_plain_values(pipeline, small_frames):
+    import json
+
+    seg = pipeline.segment(small_frames, "the square", num_frames_sparse=np.int64(4), num_frames_dense=np.int32(1),
+                           return_logits=np.bool_(False))
+    assert seg.settings["num_frames_sparse"] == 4 and type(seg.settings["num_frames_sparse"]) is int
+    json.dumps(seg.card())  # the run card stays JSON
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(sam_batch_size=0), "sam_batch_size must be a whole number of at least 1; got 0."),
+    (dict(sam_batch_size="8"), "sam_batch_size must be a whole number of at least 1; got '8' (str)."),
+    (dict(cache_mb=-1), "cache_mb must be a number of megabytes, zero or more (zero: no cache); got -1."),
+    (dict(limits="app"), "limits must be a videolisa.settings.Limits or None; got str 'app'."),
+])
+def test_pipeline_options_of_the_wrong_type_or_range_are_refused_by_name(tiny_model, options, message):
+    from videolisa.pipeline import VideoLISAPipeline
+
+    with pytest.raises(InvalidSettings) as caught:
+        VideoLISAPipeline(tiny_model, **options)
+    assert str(caught.value) == message
+
+
 @pytest.mark.parametrize("prompt", ["", "   ", "\x00\x01"])
 def test_empty_prompts_are_rejected(pipeline, small_frames, prompt):
     with pytest.raises(InvalidPrompt, match="empty"):

@@ -24,7 +24,7 @@ from .model.network import VideoLISAModel, set_sam_fused
 from .prompts import TEACHER_FORCED_ANSWER, build_prompt_ids, render_prompt, sanitize_user_text
 from .sampling import check_frame_counts, dense_positions, sparse_indices
 from .settings import (DEFAULT_SAM2, MAX_NEW_TOKENS, NO_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, Limits,
-                       default_sam_batch)
+                       default_sam_batch, switch, whole_number)
 from .source import FrameSource, open_source
 
 Progress = Callable[[str, float], None]  # (stage description, fraction done in [0, 1])
@@ -184,6 +184,15 @@ class _Answer:
     notices: tuple[str, ...] = ()
 
 
+def _checked_limits(limits, default: Limits) -> Limits:
+    if limits is None:
+        return default
+    if not isinstance(limits, Limits):
+        raise InvalidSettings(f"limits must be a videolisa.settings.Limits or None; got {type(limits).__name__} "
+                              f"{limits!r}.")
+    return limits
+
+
 class VideoLISAPipeline:
     """A loaded VideoLISA model and the caches that make repeated prompts on one video cheap."""
 
@@ -191,10 +200,14 @@ class VideoLISAPipeline:
                  sam_batch_size: Optional[int] = None, cache_mb: Optional[float] = None):
         self.model = model
         self.sam2 = sam2  # None: post-optimization is switched off (and says so)
-        self.limits = limits
-        self.sam_batch_size = max(1, int(sam_batch_size or default_sam_batch(model.device.type)))
+        self.limits = _checked_limits(limits, NO_LIMITS)
+        self.sam_batch_size = (default_sam_batch(model.device.type) if sam_batch_size is None
+                               else whole_number("sam_batch_size", sam_batch_size, 1))
         if cache_mb is None:
             cache_mb = float(os.environ.get("VIDEOLISA_CACHE_MB", "4096"))
+        elif isinstance(cache_mb, bool) or not isinstance(cache_mb, (int, float)) or not cache_mb >= 0:
+            raise InvalidSettings(f"cache_mb must be a number of megabytes, zero or more (zero: no cache); got "
+                                  f"{cache_mb!r}.")
         self.cache = _ByteLRU(int(cache_mb * 1e6))
         self._post_optimizer = None
         self._lock = threading.Lock()  # one inference at a time on the shared model
@@ -223,13 +236,22 @@ class VideoLISAPipeline:
                         max_new_tokens: int = MAX_NEW_TOKENS, limits: Optional[Limits] = None,
                         progress: Optional[Progress] = None, naive: bool = False) -> list[Segmentation]:
         """Several targets on one video: one language-model pass per prompt, one SAM pass for all of them."""
+        # Checked here, where callers' values come in: later stages compare and store them as they are.
+        num_frames_sparse = whole_number("num_frames_sparse", num_frames_sparse, 1)
+        num_frames_dense = whole_number("num_frames_dense", num_frames_dense, 1)
+        max_new_tokens = whole_number("max_new_tokens", max_new_tokens, 1)
+        post_optimize, return_logits, generate_text, naive = (
+            switch(name, value) for name, value in (("post_optimize", post_optimize), ("return_logits", return_logits),
+                                                    ("generate_text", generate_text), ("naive", naive)))
+        if progress is not None and not callable(progress):
+            raise InvalidSettings(f"progress must be a function (stage, fraction) or None; got {progress!r}.")
         if mask_from not in MASK_SOURCES:
             raise InvalidSettings(f"mask_from must be one of {', '.join(MASK_SOURCES)} (got {mask_from!r}).")
         if mask_from == "generated" and not generate_text:
             raise InvalidSettings("mask_from='generated' needs generate_text=True.")
         if isinstance(prompts, str) or not prompts:
             raise InvalidPrompt("Give a list of at least one prompt.")
-        limits = limits or self.limits
+        limits = _checked_limits(limits, self.limits)
         report = progress or (lambda stage, fraction: None)
         with self._lock, torch.inference_mode():
             # The naive mode also uses segment-anything's own attention and norms, as the official code does.

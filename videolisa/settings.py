@@ -6,9 +6,12 @@ command line (``Limits()`` is "no limit") and switched on by the app (``APP_LIMI
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass, fields
 from typing import Optional
+
+import numpy as np
 
 from .errors import InvalidSettings, counted
 
@@ -27,6 +30,24 @@ MAX_NEW_TOKENS = 64
 # Frames per SAM image-encoder batch; bounds device memory whatever the video length. Unset: 8 on a GPU,
 # 2 on a CPU (whose smaller batches reuse the C allocator's memory instead of mapping new: 10-20% faster).
 SAM_BATCH_SIZE = int(os.environ["VIDEOLISA_SAM_BATCH"]) if os.environ.get("VIDEOLISA_SAM_BATCH") else None
+
+
+def whole_number(name: str, value, minimum: int) -> int:
+    """An option that counts something, as a plain int; InvalidSettings, naming the option, for anything else
+    (True is not 1 and "8" is not 8 here, though Python would compare them so)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise InvalidSettings(f"{name} must be a whole number of at least {minimum}; got {value!r} "
+                              f"({type(value).__name__}).")
+    if value < minimum:
+        raise InvalidSettings(f"{name} must be a whole number of at least {minimum}; got {value}.")
+    return int(value)
+
+
+def switch(name: str, value) -> bool:
+    """An on/off option as a bool; InvalidSettings, naming the option, for anything else (the text "false" is true)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidSettings(f"{name} must be True or False; got {value!r} ({type(value).__name__}).")
+    return bool(value)
 
 
 def default_sam_batch(device_type: str) -> int:
