@@ -115,7 +115,7 @@ def _bad_file(kind: str, directory: Path) -> Path:
     ("no decodable frame", "video", "damaged or cut short"),
     ("audio only", "video", "it has no video track. Please upload a video"),
     ("song with cover art", "video", "is an audio file with cover art: it has no video track. Please upload a video"),
-    ("8K video", "video", "is 7680x4320 (33.2 megapixels per frame), more than the 8.8 megapixels"),
+    ("8K video", "video", "is 7680x4320 (33.2 megapixels per frame), more than the limit of 8.8 megapixels"),
     ("50-megapixel image", "image", "is 10000x5000 (50.0 megapixels per frame)"),
     ("decompression bomb", "image", "is an image of more than 179 megapixels: downscale it"),
     ("decompression bomb", "video", "is an image of more than 179 megapixels: downscale it"),
@@ -392,12 +392,35 @@ def test_the_library_applies_no_limit_unless_asked(tmp_path):
     poster = tmp_path / "poster.png"
     poster.write_bytes(_png_header(10000, 5000))
     assert check_file(poster, NO_LIMITS) == poster
-    with pytest.raises(InputTooLarge, match="more than the 40.0 megapixels"):
+    with pytest.raises(InputTooLarge, match="more than the limit of 40.0 megapixels"):
         check_file(poster, Limits(max_pixels=40_000_000))
     frames = np.zeros((2, 64, 96, 3), np.uint8)
     assert open_source(frames, NO_LIMITS)[0].num_frames == 2
     with pytest.raises(InputTooLarge, match="96x64"):
         open_source(frames, Limits(max_pixels=96 * 63))
+
+
+def test_limits_a_caller_sets_are_named_with_their_size_in_figures_that_are_not_zero(tmp_path):
+    from videolisa.errors import InputTooLarge
+    from videolisa.settings import Limits
+    from videolisa.source import check_file, open_source
+
+    poster = tmp_path / "poster.png"
+    poster.write_bytes(_png_header(200, 150) + bytes(400_000))  # 0.4 MB
+    with pytest.raises(InputTooLarge) as caught:
+        check_file(poster, Limits(max_pixels=1000))
+    assert str(caught.value) == ("'poster.png' is 200x150 (0.03 megapixels per frame), more than the limit of 0.001 "
+                                 "megapixels: downscale it (1920x1080 is 2.1 megapixels) and try again.")
+    assert Limits(max_pixels=1000).describe() == "up to 0.001 megapixels per frame"
+    with pytest.raises(InputTooLarge, match=r"^The file is 0\.4 MB, more than the limit of 0\.1 MB: trim"):
+        check_file(poster, Limits(max_upload_mb=0.1))
+    with pytest.raises(InputTooLarge, match=r"^The file is 0\.38 MB, more than the limit of 0\.37 MB"):
+        check_file(poster, Limits(max_upload_mb=0.37))  # as many figures as it takes to tell them apart
+    with pytest.raises(InputTooLarge, match=r"\(0\.01 megapixels\), more than the limit of 0\.001 megapixels"):
+        open_source(np.zeros((1, 64, 100, 3), np.uint8), Limits(max_pixels=1000))
+    clip = make_clip(tmp_path, "clip", size=(32, 32), frames=4, fps=30, audio=False)
+    _, notices = open_source(str(clip), Limits(max_frames=1))
+    assert notices == ["Only the first 0.03 s (frames 0-0) of the 0.1 s video were processed: the limit is 1 frame."]
 
 
 def _calls(tree: ast.AST, dotted: str):

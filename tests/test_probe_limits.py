@@ -102,7 +102,7 @@ def test_the_pipeline_with_limits_processes_exactly_the_allowed_frames(pipeline,
     limits = Limits(max_frames=12)
     source, notices = open_source(str(long_clip), limits)
     assert source.num_frames == 12 and passes == [13]
-    assert notices == ["Only the first 0.4 s (frames 0-11) of the 2.0 s video were processed, the limit of this demo."]
+    assert notices == ["Only the first 0.4 s (frames 0-11) of the 2.0 s video were processed: the limit is 12 frames."]
     seg = pipeline.segment(str(long_clip), "the bars", num_frames_sparse=4, num_frames_dense=2, limits=limits)
     assert seg.num_frames == 12 and np.asarray(seg.masks).shape == (12, 64, 96)
     paths = write_outputs(seg, long_clip, tmp_path)

@@ -6,6 +6,21 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def amount(value: float, decimals: int = 1) -> str:
+    """A measure for a message, to ``decimals`` places or more where that would read as zero (0.004, not 0.0)."""
+    while value and not float(f"{value:.{decimals}f}") and decimals < 12:
+        decimals += 1
+    return f"{value:.{decimals}f}"
+
+
+def over_limit(value: float, limit: float, decimals: int = 1) -> tuple[str, str]:
+    """A measure and the limit it exceeds, to as many places as it takes for them to read differently
+    (200.3 MB and 200.0 MB, not 200 MB and 200 MB)."""
+    while amount(value, decimals) == amount(limit, decimals) and decimals < 12:
+        decimals += 1
+    return amount(value, decimals), amount(limit, decimals)
+
+
 class VideoLISAError(Exception):
     """Base class of every error the library raises on purpose."""
 

@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InvalidSettings, counted
+from .errors import InvalidSettings, amount, counted
 
 # Released checkpoints.
 DEFAULT_MODEL = "ZechenBai/VideoLISA-3.8B"
@@ -75,6 +75,12 @@ class Limits:
                 raise InvalidSettings(f"The limit {field.name} must be a number of zero or more (zero or None: no "
                                       f"limit); got {value!r}.")
 
+    def length(self) -> str:
+        """The duration and frame limits for a sentence, e.g. '60 s or 1800 frames' (empty when neither is set)."""
+        parts = [f"{self.max_duration_s:g} s" if self.max_duration_s else "",
+                 counted(self.max_frames, "frame") if self.max_frames else ""]
+        return " or ".join(part for part in parts if part)
+
     def describe(self) -> str:
         parts = []
         if self.max_upload_mb:
@@ -84,7 +90,7 @@ class Limits:
         if self.max_frames:
             parts.append(f"at most {counted(self.max_frames, 'frame')}")
         if self.max_pixels:
-            parts.append(f"up to {self.max_pixels / 1e6:.1f} megapixels per frame")
+            parts.append(f"up to {amount(self.max_pixels / 1e6)} megapixels per frame")
         if self.max_inference_side:
             parts.append(f"frames read at up to {self.max_inference_side}p for inference (output at full size)")
         if self.max_prompt_tokens:

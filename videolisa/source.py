@@ -16,7 +16,7 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputTooLarge, InvalidVideo, counted
+from .errors import InputTooLarge, InvalidVideo, amount, counted, over_limit
 from .settings import Limits
 from . import video as videoio
 from .video import downscale
@@ -120,18 +120,18 @@ def check_file(video, limits: Limits) -> Path:
         raise InvalidVideo(f"No video file at {path}: check the path.")
     size_mb = path.stat().st_size / 2**20  # MB as Gradio counts them, so its upload limit and ours agree
     if limits.max_upload_mb and size_mb > limits.max_upload_mb:
+        size, limit = over_limit(size_mb, limits.max_upload_mb, decimals=0)
         raise InputTooLarge(
-            f"The file is {size_mb:.0f} MB, more than the {limits.max_upload_mb:g} MB this demo accepts: "
-            "trim or compress the video and try again."
+            f"The file is {size} MB, more than the limit of {limit} MB: trim or compress the video and try again."
         )
     if limits.max_pixels:
         size = _header_size(path)
         if size is not None and size[0] * size[1] > limits.max_pixels:
             width, height = size
+            pixels, limit = over_limit(width * height / 1e6, limits.max_pixels / 1e6)
             raise InputTooLarge(
-                f"'{path.name}' is {width}x{height} ({width * height / 1e6:.1f} megapixels per frame), more than "
-                f"the {limits.max_pixels / 1e6:.1f} megapixels this demo accepts: downscale it (1920x1080 is "
-                "2.1 megapixels) and try again."
+                f"'{path.name}' is {width}x{height} ({pixels} megapixels per frame), more than the limit of {limit} "
+                "megapixels: downscale it (1920x1080 is 2.1 megapixels) and try again."
             )
     return path
 
@@ -172,8 +172,8 @@ def open_source(video, limits: Limits) -> tuple[FrameSource, list[str]]:
         if stop < info.num_frames or not info.complete:
             shown = stop / info.fps if info.fps else 0
             notices.append(
-                f"Only the first {shown:.1f} s (frames 0-{stop - 1}) of the {_length(info)}video were "
-                f"processed, the limit of this demo."
+                f"Only the first {amount(shown)} s (frames 0-{stop - 1}) of the {_length(info)}video were "
+                f"processed: the limit is {limits.length()}."
             )
         height, width, fps = info.height, info.width, info.fps
         key_parts = [_file_digest(path)]
@@ -187,9 +187,10 @@ def open_source(video, limits: Limits) -> tuple[FrameSource, list[str]]:
             frames = frames[: limits.max_frames]
         height, width = frames.shape[1:3]
         if limits.max_pixels and height * width > limits.max_pixels:
+            pixels, limit = over_limit(width * height / 1e6, limits.max_pixels / 1e6)
             raise InputTooLarge(
-                f"The frames are {width}x{height} ({width * height / 1e6:.1f} megapixels), more than the "
-                f"{limits.max_pixels / 1e6:.1f} megapixels allowed: downscale them and try again."
+                f"The frames are {width}x{height} ({pixels} megapixels), more than the limit of {limit} megapixels: "
+                "downscale them and try again."
             )
         key_parts = [_frames_digest(frames)]
         source = FrameSource(num_frames=len(frames), height=height, width=width, fps=0.0,

@@ -34,7 +34,7 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputTooLarge, InvalidVideo, VideoLISAError, counted
+from .errors import InputTooLarge, InvalidVideo, VideoLISAError, amount, counted
 
 PathLike = Union[str, os.PathLike]
 
@@ -145,7 +145,7 @@ def _check_file(path: PathLike) -> Path:
 def image_too_large(path: Path) -> InputTooLarge:
     """The error for an image that Pillow refuses to open as a decompression bomb."""
     return InputTooLarge(
-        f"'{path.name}' is an image of more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels: "
+        f"'{path.name}' is an image of more than {amount(2 * Image.MAX_IMAGE_PIXELS / 1e6, 0)} megapixels: "
         "downscale it and try again."
     )
 
@@ -163,7 +163,8 @@ def _open_still(path: Path) -> Optional[Image.Image]:
         image.close()
         # FFmpeg decodes only the first picture of an animated WebP, and every stage reads videos through FFmpeg.
         raise InvalidVideo(
-            f"'{_name(path)}' is an animated WebP, which this demo cannot read: convert it to MP4 or GIF and try again."
+            f"'{_name(path)}' is an animated WebP, which cannot be read as a video: convert it to MP4 or GIF and try "
+            "again."
         )
     if image.format not in _STILL_FORMATS or frames > 1:
         image.close()

@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 
 from .. import outputs
-from ..errors import counted
 from ..render import PALETTE, OverlayStyle, parse_color, render_frame, render_video
 from ..source import frames_to_process
 from ..video import VideoInfo, VideoWriter, audio_offset, iter_frames, prefetch, probe, read_frames
@@ -294,7 +293,7 @@ def input_summary(info: VideoInfo, limits) -> str:
     if stop < info.num_frames or not info.complete:
         end = info.frame_times[stop - 1] if stop - 1 < len(info.frame_times) else info.duration
         of = f" of {info.num_frames}" if info.complete else ""
-        text += (f". Over the limit of {_length_limit(limits)}: only {format_time(0)}–{format_time(end)} "
+        text += (f". Over the limit of {limits.length()}: only {format_time(0)}–{format_time(end)} "
                  f"(frames 0–{stop - 1}{of}) will be processed.")
     else:
         text += f". All {info.num_frames} frames will be segmented." if info.num_frames > 1 else \
@@ -302,12 +301,6 @@ def input_summary(info: VideoInfo, limits) -> str:
     if limits.max_inference_side and min(info.width, info.height) > limits.max_inference_side:
         text += f" The model reads frames at {limits.max_inference_side}p; the result keeps {info.width}×{info.height}."
     return text
-
-
-def _length_limit(limits) -> str:
-    parts = [f"{limits.max_duration_s:g} s" if limits.max_duration_s else "",
-             counted(limits.max_frames, "frame") if limits.max_frames else ""]
-    return " or ".join(part for part in parts if part)
 
 
 def target_prompts(text: Optional[str]) -> list[str]:
