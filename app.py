@@ -25,11 +25,12 @@ if __name__ == "__main__":
     if parser.parse_args().tiny:
         os.environ["VIDEOLISA_MODEL"] = "tiny"
 
+from videolisa.settings import env_number  # noqa: E402
 from videolisa.ui import page, serving  # noqa: E402
 
 serving.engine()  # load the model (and move it to the GPU) once, at import time, as ZeroGPU requires
 demo = page.build_demo(ASSETS, EXAMPLES)
-demo.queue(max_size=int(os.environ.get("VIDEOLISA_QUEUE_SIZE", page.MAX_QUEUE)), default_concurrency_limit=1)
+demo.queue(max_size=env_number("VIDEOLISA_QUEUE_SIZE", page.MAX_QUEUE, minimum=1), default_concurrency_limit=1)
 LAUNCH_OPTIONS = page.launch_options(ASSETS)
 
 if __name__ == "__main__":

@@ -334,6 +334,28 @@ def test_request_directories_are_pruned_by_age_then_oldest_first_to_a_budget(tmp
     assert files.output_budget_bytes() == 2 * 2**20
 
 
+@pytest.mark.parametrize("name, value", [("VIDEOLISA_OUTPUT_BUDGET_MB", "5GB"), ("VIDEOLISA_GPU_SECONDS_MAX", "two"),
+                                         ("VIDEOLISA_MAX_SESSIONS", "0"), ("VIDEOLISA_MAX_SESSIONS", "1e3"),
+                                         ("VIDEOLISA_OUTPUT_BUDGET_MB", "nan")])
+def test_a_deployment_setting_that_is_not_a_number_stops_the_start_with_its_name(name, value):
+    from videolisa.errors import InvalidSettings
+    from videolisa.ui import page
+
+    with pytest.raises(InvalidSettings, match=f"{name} must be .* it is '{value}'"):
+        page.launch_options(ROOT / "assets", {name: value})
+    assert page.launch_options(ROOT / "assets", {name: " "})  # blank is unset: the default
+
+
+@pytest.mark.parametrize("name", ["VIDEOLISA_CACHE_MB", "VIDEOLISA_SAM_BATCH"])
+def test_a_pipeline_setting_that_is_not_a_number_is_refused_with_its_name(tiny_model, monkeypatch, name):
+    from videolisa.errors import InvalidSettings
+    from videolisa.pipeline import VideoLISAPipeline
+
+    monkeypatch.setenv(name, "-1")
+    with pytest.raises(InvalidSettings, match=f"{name} must be .* at least"):
+        VideoLISAPipeline(tiny_model)
+
+
 def test_only_request_directories_under_our_root_are_ever_removed(tmp_path):
     from videolisa.ui import files
 

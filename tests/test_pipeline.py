@@ -174,11 +174,11 @@ def test_sam_batch_defaults_to_the_device_unless_set(tiny_model, monkeypatch):
     from videolisa import settings
     from videolisa.pipeline import VideoLISAPipeline
 
-    monkeypatch.setattr(settings, "SAM_BATCH_SIZE", None)
+    monkeypatch.delenv("VIDEOLISA_SAM_BATCH", raising=False)
     assert (settings.default_sam_batch("cuda"), settings.default_sam_batch("cpu")) == (8, 2)
     assert VideoLISAPipeline(tiny_model).sam_batch_size == 2  # the tiny model is on the CPU
     assert VideoLISAPipeline(tiny_model, sam_batch_size=5).sam_batch_size == 5
-    monkeypatch.setattr(settings, "SAM_BATCH_SIZE", 3)  # VIDEOLISA_SAM_BATCH
+    monkeypatch.setenv("VIDEOLISA_SAM_BATCH", "3")
     assert VideoLISAPipeline(tiny_model).sam_batch_size == 3
 
 

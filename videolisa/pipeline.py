@@ -23,7 +23,7 @@ from .masks import PackedMasks
 from .model.network import VideoLISAModel, set_sam_fused
 from .prompts import TEACHER_FORCED_ANSWER, build_prompt_ids, render_prompt, sanitize_user_text
 from .sampling import check_frame_counts, dense_positions, sparse_indices
-from .settings import (DEFAULT_SAM2, MAX_NEW_TOKENS, NO_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, Limits,
+from .settings import (DEFAULT_SAM2, MAX_NEW_TOKENS, NO_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, Limits, env_number,
                        default_sam_batch, switch, whole_number)
 from .source import FrameSource, open_source
 
@@ -204,7 +204,7 @@ class VideoLISAPipeline:
         self.sam_batch_size = (default_sam_batch(model.device.type) if sam_batch_size is None
                                else whole_number("sam_batch_size", sam_batch_size, 1))
         if cache_mb is None:
-            cache_mb = float(os.environ.get("VIDEOLISA_CACHE_MB", "4096"))
+            cache_mb = env_number("VIDEOLISA_CACHE_MB", 4096.0, whole=False)
         elif isinstance(cache_mb, bool) or not isinstance(cache_mb, (int, float)) or not cache_mb >= 0:
             raise InvalidSettings(f"cache_mb must be a number of megabytes, zero or more (zero: no cache); got "
                                   f"{cache_mb!r}.")

@@ -29,7 +29,27 @@ MAX_NEW_TOKENS = 64
 
 # Frames per SAM image-encoder batch; bounds device memory whatever the video length. Unset: 8 on a GPU,
 # 2 on a CPU (whose smaller batches reuse the C allocator's memory instead of mapping new: 10-20% faster).
-SAM_BATCH_SIZE = int(os.environ["VIDEOLISA_SAM_BATCH"]) if os.environ.get("VIDEOLISA_SAM_BATCH") else None
+SAM_BATCH_SIZE_VARIABLE = "VIDEOLISA_SAM_BATCH"
+
+
+def env_number(name: str, default, minimum: float = 0, whole: bool = True, env=None):
+    """The number an environment variable sets, ``default`` when it is unset or blank.
+
+    A value that is not a number of at least ``minimum`` raises InvalidSettings naming the variable: a typo in a
+    deployment's settings is told at start, rather than run with a default nobody chose.
+    """
+    text = (os.environ if env is None else env).get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        value = None
+    if value is None or not minimum <= value < float("inf"):
+        kind = "a whole number" if whole else "a number"
+        raise InvalidSettings(f"The environment variable {name} must be {kind} of at least {minimum:g}; it is "
+                              f"{text!r}. Correct it, or unset it for the default.")
+    return value
 
 
 def whole_number(name: str, value, minimum: int) -> int:
@@ -52,7 +72,7 @@ def switch(name: str, value) -> bool:
 
 def default_sam_batch(device_type: str) -> int:
     """Frames per SAM image-encoder batch on this kind of device, unless VIDEOLISA_SAM_BATCH says otherwise."""
-    return SAM_BATCH_SIZE or (8 if device_type == "cuda" else 2)
+    return env_number(SAM_BATCH_SIZE_VARIABLE, None, minimum=1) or (8 if device_type == "cuda" else 2)
 
 
 @dataclass(frozen=True)

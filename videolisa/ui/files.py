@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Mapping, Optional
 
+from ..settings import env_number
+
 ROOT_NAME = "videolisa-app"
 # Our outputs live as long as Gradio keeps its copies (Blocks(delete_cache=...) uses the same age).
 OUTPUT_TTL_S = 2 * 3600
@@ -29,10 +31,7 @@ def output_root() -> Path:
 
 
 def output_budget_bytes(env: Mapping[str, str] = os.environ) -> int:
-    try:
-        megabytes = float(env.get("VIDEOLISA_OUTPUT_BUDGET_MB", DEFAULT_OUTPUT_BUDGET_MB))
-    except ValueError:
-        megabytes = DEFAULT_OUTPUT_BUDGET_MB
+    megabytes = env_number("VIDEOLISA_OUTPUT_BUDGET_MB", DEFAULT_OUTPUT_BUDGET_MB, whole=False, env=env)
     return int(megabytes * 2**20)
 
 

@@ -18,7 +18,7 @@ from typing import Mapping, Optional
 import gradio as gr
 
 from ..errors import InvalidPrompt, InvalidVideo, VideoLISAError
-from ..settings import APP_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE
+from ..settings import APP_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, env_number
 from ..source import check_file, frames_to_process, probe_within
 from . import files, results, serving, uploads
 from .examples import Example, find_example, load_examples
@@ -52,12 +52,16 @@ def launch_options(assets: Path, env: Mapping[str, str] = os.environ) -> dict:
 
     Uploads over the size limit are refused before they are stored (the page and gradio_client check
     first; the server answers a raw upload with our sentence), and the sessions kept in memory are
-    bounded (VIDEOLISA_MAX_SESSIONS): an evicted session's look controls no longer redraw its result.
+    bounded (VIDEOLISA_MAX_SESSIONS): an evicted session's look controls no longer redraw its result. A setting
+    of the environment that is not a number raises InvalidSettings.
     """
+    # Settings read per request are read once here too, so a typo in them stops the start, not the first run.
+    files.output_budget_bytes(env)
+    serving.gpu_cap_seconds(env)
     return dict(theme=THEME, css_paths=[Path(assets) / "style.css"], max_file_size=f"{APP_LIMITS.max_upload_mb:g}mb",
                 footer_links=["api", "gradio", "settings"], run_history=False,
                 app_kwargs=dict(middleware=uploads.middleware()),
-                state_session_capacity=int(env.get("VIDEOLISA_MAX_SESSIONS", MAX_SESSIONS)))
+                state_session_capacity=env_number("VIDEOLISA_MAX_SESSIONS", MAX_SESSIONS, minimum=1, env=env))
 
 
 # ---------------------------------------------------------------------------------------------- helpers

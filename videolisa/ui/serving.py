@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from ..errors import ModelUnavailable, VideoLISAError, counted
-from ..settings import APP_LIMITS, DEFAULT_MODEL, DEFAULT_SAM2
+from ..settings import APP_LIMITS, DEFAULT_MODEL, DEFAULT_SAM2, env_number
 
 try:
     import spaces
@@ -174,10 +174,7 @@ def _preload_post_optimizer(pipeline) -> None:
 
 def gpu_cap_seconds(env: Mapping[str, str] = os.environ) -> int:
     """The longest GPU time one run may ask for (VIDEOLISA_GPU_SECONDS_MAX, default 120 s)."""
-    try:
-        return max(GPU_MIN_S, int(float(env.get("VIDEOLISA_GPU_SECONDS_MAX", DEFAULT_GPU_CAP_S))))
-    except ValueError:
-        return DEFAULT_GPU_CAP_S
+    return max(GPU_MIN_S, int(env_number("VIDEOLISA_GPU_SECONDS_MAX", DEFAULT_GPU_CAP_S, whole=False, env=env)))
 
 
 def gpu_seconds(job: GpuJob, progress: Any = None) -> int:
