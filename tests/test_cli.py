@@ -5,7 +5,7 @@ import json
 import pytest
 
 from media import make_clip, make_image, truncated_copy
-from videolisa import cli
+from videolisa import cli, outputs
 from videolisa.export import read_png_zip
 from videolisa.video import probe
 
@@ -74,6 +74,48 @@ def test_batch_resumes_lists_failures_and_feeds_score(clip, tmp_path, shared_pip
     assert cli.main(["score", str(out), str(gt), "--json", str(report)]) == 0
     scores = json.loads(report.read_text())
     assert scores["sequences"]["a"]["J&F"] == pytest.approx(1.0)
+
+
+def _manifest(tmp_path, items):
+    manifest = tmp_path / "items.jsonl"
+    manifest.write_text("".join(json.dumps(item) + "\n" for item in items))
+    return manifest
+
+
+def _interrupt(monkeypatch, step):
+    """Stop a run with Ctrl-C at a step after the mask exports were started."""
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+    if step == "overlay":
+        monkeypatch.setattr(outputs, "render_video", stop)
+    else:
+        monkeypatch.setattr(outputs.zipfile.ZipFile, "extractall", stop)
+
+
+@pytest.mark.parametrize("step", ["overlay", "masks folder"])
+def test_an_interrupted_item_is_redone_when_the_batch_resumes(clip, tmp_path, shared_pipeline, monkeypatch, capsys,
+                                                              step):
+    manifest = _manifest(tmp_path, [{"video": str(clip), "prompt": "the bars", "id": "a"}])
+    out = tmp_path / "batch"
+    with monkeypatch.context() as patched:
+        _interrupt(patched, step)
+        assert cli.main(["batch", str(manifest), "--out", str(out), *FAST]) == 130
+    assert not (out / "a" / "run.json").exists()
+    capsys.readouterr()
+
+    assert cli.main(["batch", str(manifest), "--out", str(out), *FAST]) == cli.EXIT_OK
+    assert "0 already done" in capsys.readouterr().err
+    assert probe(out / "a" / "overlay.mp4").num_frames == 3
+    assert sorted(p.name for p in (out / "a" / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert json.loads((out / "a" / "run.json").read_text())["targets"][0]["prompt"] == "the bars"
+
+
+def test_an_interrupted_rerun_takes_the_earlier_run_card_away(clip, tmp_path, shared_pipeline, monkeypatch):
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(clip), "the bars", "--out", str(out), *FAST]) == cli.EXIT_OK
+    _interrupt(monkeypatch, "overlay")
+    assert cli.main(["segment", str(clip), "the background", "--out", str(out), *FAST]) == 130
+    assert not (out / "run.json").exists()
 
 
 def test_shards_cover_every_item_exactly_once():

@@ -110,6 +110,21 @@ def test_run_card_records_versions_and_converts_values(tmp_path):
         export.write_run_card({"bad": object()}, tmp_path / "bad.json")
 
 
+def test_a_run_card_cut_short_is_not_left_in_place(tmp_path, monkeypatch):
+    """A batch counts a folder with run.json as done, so a card is written whole or not at all."""
+    import errno
+    import pathlib
+
+    def disk_full(self, text, *args, **kwargs):
+        with open(self, "w") as f:
+            f.write(text[: len(text) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(pathlib.Path, "write_text", disk_full)
+    with pytest.raises(OSError):
+        export.write_run_card({"prompt": "x"}, tmp_path / "run.json")
+    assert not (tmp_path / "run.json").exists()
+
+
 def test_export_all_writes_every_kind(tmp_path):
     objects = _objects(1)
     paths = export.export_all(objects, tmp_path / "out", {"prompt": "x"}, fps=24, first_frame=3)

@@ -95,9 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "\"id\": NAME} object per line (relative video paths are taken from the "
                                        "manifest's folder). Each item's outputs land in OUT/<id>/, its masks in "
                                        "OUT/<id>/masks/{frame:05d}.png, so `score` reads a batch's output "
-                                       "directly. Finished items (OUT/<id>/run.json exists) are skipped, failures "
-                                       "are listed at the end. --shard i/n runs every n-th item starting at i, so n "
-                                       "processes (one per GPU: CUDA_VISIBLE_DEVICES=k, or torchrun/accelerate "
+                                       "directly. Finished items (OUT/<id>/run.json exists; it is written last, "
+                                       "so an interrupted item runs again) are skipped, failures are listed at the "
+                                       "end. --shard i/n runs every n-th item starting at i, so n processes "
+                                       "(one per GPU: CUDA_VISIBLE_DEVICES=k, or torchrun/accelerate "
                                        "launch with --shard $RANK/$WORLD_SIZE) split a manifest exactly.")
     batch.add_argument("manifest", type=Path)
     batch.add_argument("--out", type=Path, required=True, help="output directory")

@@ -23,6 +23,7 @@ import datetime
 import importlib.metadata
 import io
 import json
+import os
 import platform
 import re
 import zipfile
@@ -284,7 +285,11 @@ def write_run_card(card: dict, path: PathLike) -> Path:
     id and revision, and timings; dataclasses, numpy values, fractions and paths are converted.
     """
     path = Path(path)
-    path.write_text(_card_json(card))
+    text = _card_json(card)
+    # Whole or absent, never cut short: a batch counts a folder with a run card as done.
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
     return path
 
 
@@ -299,15 +304,22 @@ def export_names(stem: str = "masks") -> dict[str, str]:
 
 
 def export_all(masks_per_object: Sequence[PackedMasks], out_dir: PathLike, card: dict,
-               fps: Union[float, Fraction], first_frame: int = 0, stem: str = "masks") -> dict[str, Path]:
-    """Every export into ``out_dir``; returns their paths by kind."""
+               fps: Union[float, Fraction], first_frame: int = 0, stem: str = "masks",
+               card_file: bool = True) -> dict[str, Path]:
+    """Every export into ``out_dir``; returns their paths by kind.
+
+    ``card_file=False`` leaves ``run.json`` out (the zip still holds the card), for a caller that writes it
+    once its own files are in place.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = {kind: out_dir / name for kind, name in export_names(stem).items()}
-    return {
+    paths = {
         "png_zip": export_png_zip(masks_per_object, path["png_zip"], first_frame, card=card),
         "npz": export_npz(masks_per_object, path["npz"], first_frame),
         "rle_json": export_rle_json(masks_per_object, path["rle_json"], first_frame),
         "mask_video": export_mask_video(masks_per_object, path["mask_video"], fps),
-        "run_card": write_run_card(card, path["run_card"]),
     }
+    if card_file:
+        paths["run_card"] = write_run_card(card, path["run_card"])
+    return paths

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import InvalidOutput
-from .export import RUN_CARD_NAME, export_all, export_names
+from .export import RUN_CARD_NAME, export_all, export_names, write_run_card
 from .render import OverlayStyle, render_video
 from .video import probe
 
@@ -16,12 +16,16 @@ OVERLAY_NAME = "overlay.mp4"
 PNG_DIR_NAME = "masks"
 
 
-def export_run(segmentations: Sequence, info, out_dir: Path, stem: str = "masks") -> dict[str, Path]:
+def run_card(segmentations: Sequence, info) -> dict:
+    """The run card of one run: its input, and one entry per target."""
+    return {"input": info.describe(), "targets": [s.card() for s in segmentations]}
+
+
+def export_run(segmentations: Sequence, info, out_dir: Path, stem: str = "masks",
+               card_file: bool = True) -> dict[str, Path]:
     """Every export of one run: the targets as one indexed mask, and a run card with one entry per target."""
-    first = segmentations[0]
-    card = {"input": info.describe(), "targets": [s.card() for s in segmentations]}
-    return export_all([s.masks for s in segmentations], out_dir, card, fps=info.frame_rate,
-                      first_frame=first.frame_offset, stem=stem)
+    return export_all([s.masks for s in segmentations], out_dir, run_card(segmentations, info), fps=info.frame_rate,
+                      first_frame=segmentations[0].frame_offset, stem=stem, card_file=card_file)
 
 
 def check_out_dir(video, out_dir: Path, stem: str = "masks") -> None:
@@ -45,6 +49,7 @@ def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Op
 
     ``masks/{frame:05d}.png`` holds the same PNGs as the zip, so ``python -m videolisa score`` reads a
     batch's output directly. Frame numbers are those of the file (a trimmed run starts at its offset).
+    ``run.json`` is removed first and written last, so a folder with one holds a complete run.
     """
     if not isinstance(segmentations, (list, tuple)):
         segmentations = [segmentations]
@@ -55,12 +60,14 @@ def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Op
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidOutput(f"The output folder {out_dir} cannot be created ({exc.strerror}): choose another.") from None
+    card_path = out_dir / RUN_CARD_NAME
+    card_path.unlink(missing_ok=True)  # an earlier run's card would vouch for files this run is replacing
     info = probe(video, max_frames=first.frame_offset + first.num_frames)  # the frames of the result, no more
     paths: dict[str, Path] = {}
     # The exports are written while the overlay is drawn and encoded: both are mostly C code and ffmpeg
     # processes, which overlap on a machine's cores.
     with ThreadPoolExecutor(1) as pool:
-        exporting = pool.submit(export_run, segmentations, info, out_dir)
+        exporting = pool.submit(export_run, segmentations, info, out_dir, card_file=False)
         if overlay:
             paths["overlay"] = render_video(video, [s.masks for s in segmentations], out_dir / OVERLAY_NAME,
                                             style or OverlayStyle(), keep_audio=keep_audio,
@@ -72,4 +79,5 @@ def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Op
         archive.extractall(png_dir, members=[n for n in archive.namelist() if n != RUN_CARD_NAME])
     paths.update(exports)
     paths["png_dir"] = png_dir
+    paths["run_card"] = write_run_card(run_card(segmentations, info), card_path)
     return paths
