@@ -118,6 +118,25 @@ def test_an_interrupted_rerun_takes_the_earlier_run_card_away(clip, tmp_path, sh
     assert not (out / "run.json").exists()
 
 
+def test_a_reused_output_folder_keeps_no_frames_of_an_earlier_longer_video(clip, tmp_path, shared_pipeline):
+    longer = make_clip(tmp_path, "longer", size=(64, 48), frames=5, fps=12)
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(longer), "the bars", "--out", str(out), *FAST]) == cli.EXIT_OK
+    (out / "notes.txt").write_text("mine")
+    (out / "masks" / "README.txt").write_text("mine too")
+
+    assert cli.main(["segment", str(clip), "the bars", "--out", str(out), *FAST]) == cli.EXIT_OK
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png", "README.txt"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "masks" / "README.txt").read_text() == "mine too"
+
+
+def test_a_run_without_overlay_takes_an_earlier_overlay_away(clip, tmp_path, pipeline):
+    seg = pipeline.segment(str(clip), "the bars", num_frames_sparse=4, num_frames_dense=1)
+    outputs.write_outputs(seg, clip, tmp_path)
+    paths = outputs.write_outputs(seg, clip, tmp_path, overlay=False)
+    assert "overlay" not in paths and not (tmp_path / outputs.OVERLAY_NAME).exists()
+
+
 def test_shards_cover_every_item_exactly_once():
     items = list(range(10))
     shards = [cli.shard_items(items, i, 3) for i in range(3)]

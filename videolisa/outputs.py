@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +15,7 @@ from .video import probe
 
 OVERLAY_NAME = "overlay.mp4"
 PNG_DIR_NAME = "masks"
+_MASK_PNG = re.compile(r"\d{5,}\.png")  # the names write_outputs gives the PNGs in masks/
 
 
 def run_card(segmentations: Sequence, info) -> dict:
@@ -43,13 +45,30 @@ def check_out_dir(video, out_dir: Path, stem: str = "masks") -> None:
         )
 
 
+def _clear_earlier_run(out_dir: Path) -> None:
+    """Remove the files an earlier run wrote into ``out_dir`` (a longer video leaves frames past this one's end,
+    a run without overlay an overlay of other masks), and nothing else of the folder."""
+    # The run card first: while it is there, it vouches for every other file.
+    owned = [out_dir / name for name in dict.fromkeys((RUN_CARD_NAME, OVERLAY_NAME, *export_names().values()))]
+    png_dir = out_dir / PNG_DIR_NAME
+    if png_dir.is_dir():
+        owned += [path for path in png_dir.iterdir() if _MASK_PNG.fullmatch(path.name) and not path.is_dir()]
+    try:
+        for path in owned:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise InvalidOutput(f"The earlier outputs in {out_dir} cannot be replaced ({exc.strerror}): choose "
+                            "another output folder.") from None
+
+
 def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Optional[OverlayStyle] = None,
                   keep_audio: bool = True, overlay: bool = True) -> dict[str, Path]:
     """Write one run (one or several targets of one video) into ``out_dir``; returns the paths by kind.
 
     ``masks/{frame:05d}.png`` holds the same PNGs as the zip, so ``python -m videolisa score`` reads a
     batch's output directly. Frame numbers are those of the file (a trimmed run starts at its offset).
-    ``run.json`` is removed first and written last, so a folder with one holds a complete run.
+    What an earlier run wrote there is removed first (other files stay), its ``run.json`` before the rest, and
+    ``run.json`` is written last, so a folder with one holds a complete run.
     """
     if not isinstance(segmentations, (list, tuple)):
         segmentations = [segmentations]
@@ -60,8 +79,7 @@ def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Op
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidOutput(f"The output folder {out_dir} cannot be created ({exc.strerror}): choose another.") from None
-    card_path = out_dir / RUN_CARD_NAME
-    card_path.unlink(missing_ok=True)  # an earlier run's card would vouch for files this run is replacing
+    _clear_earlier_run(out_dir)
     info = probe(video, max_frames=first.frame_offset + first.num_frames)  # the frames of the result, no more
     paths: dict[str, Path] = {}
     # The exports are written while the overlay is drawn and encoded: both are mostly C code and ffmpeg
@@ -79,5 +97,5 @@ def write_outputs(segmentations: Sequence, video: Path, out_dir: Path, style: Op
         archive.extractall(png_dir, members=[n for n in archive.namelist() if n != RUN_CARD_NAME])
     paths.update(exports)
     paths["png_dir"] = png_dir
-    paths["run_card"] = write_run_card(run_card(segmentations, info), card_path)
+    paths["run_card"] = write_run_card(run_card(segmentations, info), out_dir / RUN_CARD_NAME)
     return paths
