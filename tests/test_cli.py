@@ -137,6 +137,32 @@ def test_a_run_without_overlay_takes_an_earlier_overlay_away(clip, tmp_path, pip
     assert "overlay" not in paths and not (tmp_path / outputs.OVERLAY_NAME).exists()
 
 
+def test_notices_go_to_stderr_and_the_result_to_stdout(clip, tmp_path, shared_pipeline, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(clip), "the bars", "--out", str(out), "--max-frames", "2", *FAST]) == cli.EXIT_OK
+    captured = capsys.readouterr()
+    notices = [line for line in captured.err.splitlines() if line.startswith("notice: ")]
+    assert notices == [f"notice: {n}" for n in json.loads((out / "run.json").read_text())["targets"][0]["notices"]]
+    assert any("Only the first" in n for n in notices)
+    assert "Only the first" not in captured.out and "run_card: " in captured.out
+
+    manifest = _manifest(tmp_path, [{"video": str(clip), "prompt": "the bars", "id": "short"}])
+    assert cli.main(["batch", str(manifest), "--out", str(tmp_path / "batch"), "--max-frames", "2", *FAST]) == 0
+    assert "notice: short: Only the first" in capsys.readouterr().err
+
+
+def test_what_post_optimization_did_is_a_notice(clip, tmp_path, shared_pipeline, monkeypatch, capsys):
+    from dataclasses import replace
+
+    from videolisa.postopt import unavailable
+
+    original = shared_pipeline.segment
+    monkeypatch.setattr(shared_pipeline, "segment", lambda *a, **k: replace(
+        original(*a, **k), post_optimization=unavailable("SAM 2 could not be loaded.")))
+    assert cli.main(["segment", str(clip), "the bars", "--out", str(tmp_path / "o"), "--post-optimize", *FAST]) == 0
+    assert "notice: Post-optimization was unavailable: SAM 2 could not be loaded.\n" in capsys.readouterr().err
+
+
 def test_shards_cover_every_item_exactly_once():
     items = list(range(10))
     shards = [cli.shard_items(items, i, 3) for i in range(3)]

@@ -1,7 +1,8 @@
 """The command line: ``python -m videolisa {segment,batch,score,tiny} ...``.
 
 Exit codes: 0 success; 1 some batch items failed; 2 bad input or usage; 3 model unavailable.
-Errors are one line on stderr.
+Errors are one line on stderr, and so is each notice of a run (a limit applied, what post-optimization did);
+stdout holds the result only.
 """
 
 from __future__ import annotations
@@ -159,8 +160,12 @@ class _Bar:
 
 
 def _segment_one(pipe, video: Path, prompt: str, out: Path, args, limits: Limits, style,
-                 overlay: bool = True) -> dict:
+                 overlay: bool = True, label: str = "") -> dict:
+    """Segment one video into ``out``; its notices go to stderr, after ``label`` when there is one."""
+    from tqdm import tqdm
+
     from .outputs import check_out_dir, write_outputs
+    from .pipeline import run_notices
 
     check_out_dir(video, out)  # before the model's work, not after it
     bar = _Bar(video.name, enabled=sys.stderr.isatty())
@@ -170,6 +175,8 @@ def _segment_one(pipe, video: Path, prompt: str, out: Path, args, limits: Limits
                            progress=bar)
     finally:
         bar.close()
+    for sentence in run_notices([seg]):
+        tqdm.write(f"notice: {label}{sentence}", file=sys.stderr)  # above a batch's bar, not through it
     return write_outputs(seg, video, out, style=style, keep_audio=not args.no_audio, overlay=overlay)
 
 
@@ -238,7 +245,7 @@ def run_batch(args) -> int:
     for item in tqdm(todo, desc="batch", unit="item", disable=not sys.stderr.isatty()):
         try:
             _segment_one(pipe, item["video"], item["prompt"], args.out / item["id"], args, limits, style,
-                         overlay=not args.no_overlay)
+                         overlay=not args.no_overlay, label=f"{item['id']}: ")
         except VideoLISAError as exc:
             failures.append((item["id"], str(exc)))
         except Exception as exc:  # noqa: BLE001 (one broken item must not stop a batch of thousands)

@@ -107,6 +107,18 @@ class Segmentation:
         )
 
 
+def run_notices(segmentations: Sequence[Segmentation]) -> list[str]:
+    """Every sentence a run has for the user, once each, in order: each target's notices (limits applied, no mask)
+    and what post-optimization did or why it did not run."""
+    seen: list[str] = []
+    for seg in segmentations:
+        post = seg.post_optimization
+        for sentence in (*seg.notices, *((post.reason,) if post is not None else ())):
+            if sentence not in seen:
+                seen.append(sentence)
+    return seen
+
+
 class _Timer:
     """Adds up wall time per stage: ``with timer("stage"): ...``."""
 

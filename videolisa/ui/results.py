@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .. import outputs
+from ..pipeline import run_notices
 from ..render import PALETTE, OverlayStyle, parse_color, render_frame, render_video
 from ..source import frames_to_process
 from ..video import VideoInfo, VideoWriter, audio_offset, iter_frames, prefetch, probe, read_frames
@@ -229,15 +230,7 @@ def _answer_text(text: Optional[str], color: str) -> str:
 
 def notices(result: RunResult) -> list[str]:
     """Every sentence the run has for the user, once each, in order."""
-    seen: list[str] = []
-    for seg in result.segmentations:
-        for sentence in seg.notices:
-            if sentence not in seen:
-                seen.append(sentence)
-        post = seg.post_optimization
-        if post is not None and post.reason not in seen:
-            seen.append(post.reason)
-    return seen
+    return run_notices(result.segmentations)
 
 
 def answer_html(result: RunResult, look: Look) -> str:
