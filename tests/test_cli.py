@@ -1,6 +1,7 @@
 """The command line: segment, batch (resume, failures, shards), score on a batch's output, exit codes."""
 
 import json
+import re
 
 import pytest
 
@@ -161,6 +162,21 @@ def test_what_post_optimization_did_is_a_notice(clip, tmp_path, shared_pipeline,
         original(*a, **k), post_optimization=unavailable("SAM 2 could not be loaded.")))
     assert cli.main(["segment", str(clip), "the bars", "--out", str(tmp_path / "o"), "--post-optimize", *FAST]) == 0
     assert "notice: Post-optimization was unavailable: SAM 2 could not be loaded.\n" in capsys.readouterr().err
+
+
+def test_help_and_readme_name_the_files_segment_writes(capsys):
+    from pathlib import Path
+
+    from videolisa.export import export_names
+
+    with pytest.raises(SystemExit):
+        cli.main(["segment", "--help"])
+    helped = " ".join(capsys.readouterr().out.split())
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    for name in (outputs.OVERLAY_NAME, f"{outputs.PNG_DIR_NAME}/", *export_names().values()):
+        assert name in helped and f"`{name}" in readme, name
+    written = helped.split("and write:")[1].split("positional arguments")[0]
+    assert set(re.findall(r"\w+\.[a-z]\w*", written)) == {outputs.OVERLAY_NAME, *export_names().values()}
 
 
 def test_shards_cover_every_item_exactly_once():

@@ -81,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser("segment", help="segment one video and write the overlay, masks and run card",
                          description="Segment the target PROMPT describes in VIDEO (or an image) and write: "
-                                     "overlay.mp4 (H.264 with the original sound), masks.zip (PNG per frame), "
-                                     "masks/ (the same PNGs), masks.npz, masks_rle.json (COCO RLE), "
-                                     "mask_video.mp4 and run.json.")
+                                     "overlay.mp4 (H.264 with the original sound), masks_png.zip (a PNG per "
+                                     "frame), masks/ (the same PNGs), masks.npz, masks_rle.json (COCO RLE), "
+                                     "masks.mp4 (the masks as a video) and run.json.")
     seg.add_argument("video", type=Path, help="video or image file")
     seg.add_argument("prompt", help='what to segment, e.g. "the animal that startles the cat"')
     seg.add_argument("--out", type=Path, default=None, help="output directory (default: ./videolisa-out/<video name>)")
