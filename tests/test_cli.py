@@ -43,6 +43,28 @@ def test_segment_end_to_end_with_the_real_loader(clip, tiny_checkpoint, tmp_path
     assert card["targets"][0]["settings"]["num_frames_sparse"] == 4
 
 
+def test_model_tiny_is_a_labelled_preview(clip, tmp_path, monkeypatch, capsys):
+    import tempfile
+    from pathlib import Path
+
+    made, real = [], tempfile.TemporaryDirectory
+
+    def recorded(*args, **kwargs):
+        folder = real(*args, **kwargs)
+        made.append(Path(folder.name))
+        return folder
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", recorded)
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(clip), "the bars", "--model", "tiny", "--post-optimize", "--out", str(out),
+                     *FAST]) == cli.EXIT_OK
+    err = capsys.readouterr().err
+    assert "warning: --model tiny runs a tiny random checkpoint" in err and "meaningless" in err
+    target = json.loads((out / "run.json").read_text())["targets"][0]
+    assert target["model"]["model"] == "tiny"
+    assert target["post_optimization"]["applied"]  # on a tiny SAM 2, not the released one from the hub
+    assert made and not any(folder.exists() for folder in made)  # the preview's checkpoints went with the command
+
+
 def test_batch_resumes_lists_failures_and_feeds_score(clip, tmp_path, shared_pipeline, capsys):
     manifest = tmp_path / "items.jsonl"
     items = [{"video": str(clip), "prompt": "the bars", "id": "a"},

@@ -8,8 +8,10 @@ stdout holds the result only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +19,7 @@ from .errors import ModelUnavailable, VideoLISAError
 from .settings import DEFAULT_MODEL, DEFAULT_SAM2, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, Limits
 
 EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3
+TINY = "tiny"  # --model tiny: a random preview checkpoint, as the app's --tiny
 
 
 def _limit(kind):
@@ -36,12 +39,14 @@ def _limit(kind):
 def _model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default=DEFAULT_MODEL,
-                       help="VideoLISA checkpoint: hub id or local directory (default: %(default)s)")
+                       help="VideoLISA checkpoint: hub id or local directory, or 'tiny' for a preview on a tiny "
+                            "random checkpoint whose masks and answers are meaningless (default: %(default)s)")
     group.add_argument("--vision-tower", default=None,
                        help="CLIP vision tower: hub id or directory (default: the one named in config.json)")
     group.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of --model")
     group.add_argument("--sam2", default=DEFAULT_SAM2,
-                       help="SAM 2 video checkpoint for --post-optimize: hub id or directory (default: %(default)s)")
+                       help="SAM 2 video checkpoint for --post-optimize: hub id or directory (default: %(default)s; "
+                            "with --model tiny a tiny random one)")
     group.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     group.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                        help="default: bfloat16 on cuda, float32 on cpu")
@@ -138,8 +143,34 @@ def _style(args):
 def _load(args):
     from .pipeline import load_pipeline
 
-    return load_pipeline(args.model, vision_tower=args.vision_tower, device=args.device, dtype=args.dtype,
-                         revision=args.revision, sam2=args.sam2)
+    model, sam2 = args.model, args.sam2
+    tiny = model.strip().lower() == TINY
+    if tiny:
+        print(f"warning: --model {TINY} runs a tiny random checkpoint, a preview of the command line: its masks "
+              f"and answers are meaningless. Leave --model out (the released {DEFAULT_MODEL}) or pass a checkpoint "
+              "for real results.", file=sys.stderr)
+        model, sam2 = _write_tiny(args)
+    pipe = load_pipeline(model, vision_tower=args.vision_tower, device=args.device, dtype=args.dtype,
+                         revision=args.revision, sam2=sam2)
+    if tiny:
+        from dataclasses import replace
+
+        pipe.model.info = replace(pipe.model.info, model=TINY)  # the run card says what was asked for
+    return pipe
+
+
+def _write_tiny(args) -> tuple[str, str]:
+    """The tiny random checkpoints, in a folder that goes when the command ends; returns (model, SAM 2)."""
+    from .model.tiny import write_tiny_checkpoint
+
+    root = Path(args.resources.enter_context(tempfile.TemporaryDirectory(prefix="videolisa-tiny-",
+                                                                         ignore_cleanup_errors=True)))
+    model, sam2 = str(write_tiny_checkpoint(root / "videolisa")), args.sam2
+    if args.post_optimize and sam2 == DEFAULT_SAM2:  # as in the app, a tiny model comes with a tiny SAM 2
+        from .model.tiny_sam2 import write_tiny_sam2
+
+        sam2 = str(write_tiny_sam2(root / "sam2"))
+    return model, sam2
 
 
 class _Bar:
@@ -273,7 +304,8 @@ def run_tiny(args) -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with contextlib.ExitStack() as args.resources:  # what a command holds until it ends
+            return args.func(args)
     except ModelUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_MODEL
