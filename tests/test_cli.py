@@ -316,6 +316,26 @@ def test_the_library_refuses_limits_that_mean_nothing(value):
     assert Limits(max_frames=0).max_frames == 0  # zero is "no limit", as None is
 
 
+@pytest.mark.parametrize("options, words", [
+    (["--sparse", "0"], "must be at least 1"),
+    (["--sparse", "4", "--dense", "4"], "T_sparse must be at least T_dense + 1"),
+    (["--device", "cdua"], "'cdua' is not a device"),
+    (["--device", "cuda:99"], "The device cuda:99 was asked for, but PyTorch sees"),
+])
+@pytest.mark.parametrize("command", ["segment", "batch"])
+def test_settings_are_refused_before_the_model_loads(clip, tmp_path, no_model, capsys, command, options, words):
+    manifest = _manifest(tmp_path, [{"video": str(clip), "prompt": "x"}])
+    given = [str(clip), "x"] if command == "segment" else [str(manifest)]
+    assert cli.main([command, *given, "--out", str(tmp_path / "o"), *options]) == cli.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and err.count("\n") == 1
+
+
+def test_a_missing_video_is_refused_before_the_model_loads(tmp_path, no_model, capsys):
+    assert cli.main(["segment", str(tmp_path / "clpi.mp4"), "x", "--out", str(tmp_path / "o")]) == cli.EXIT_INPUT
+    assert "No video file at" in capsys.readouterr().err
+
+
 def test_a_bad_overlay_style_is_refused_before_the_model_loads(clip, tmp_path, no_model, capsys):
     assert cli.main(["segment", str(clip), "x", "--out", str(tmp_path / "o"), "--opacity", "5"]) == cli.EXIT_INPUT
     assert "Opacity must be between 0 and 1" in capsys.readouterr().err

@@ -128,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_settings(args) -> None:
+    """Refuse settings that cannot work before the model loads, which takes minutes."""
+    from .sampling import check_frame_counts
+
+    check_frame_counts(args.sparse, args.dense)
+    if args.device:
+        from .model.network import default_device_dtype
+
+        default_device_dtype(args.device, args.dtype)
+
+
 def _limits(args) -> Limits:
     return Limits(max_duration_s=args.max_duration, max_frames=args.max_frames, max_inference_side=args.max_side,
                   max_pixels=args.max_pixels, max_upload_mb=args.max_upload_mb,
@@ -212,11 +223,15 @@ def _segment_one(pipe, video: Path, prompt: str, out: Path, args, limits: Limits
 
 
 def run_segment(args) -> int:
-    limits, style = _limits(args), _style(args)  # settings are checked before the model loads
+    # Settings, output folder and input are checked before the model loads.
+    _check_settings(args)
+    limits, style = _limits(args), _style(args)
     from .outputs import check_out_dir
+    from .source import check_file
 
     out = args.out or Path("videolisa-out") / args.video.stem
-    check_out_dir(args.video, out)  # before the model loads
+    check_out_dir(args.video, out)
+    check_file(args.video, limits)
     pipe = _load(args)
     paths = _segment_one(pipe, args.video, args.prompt, out, args, limits, style)
     for name, path in paths.items():
@@ -265,6 +280,7 @@ def run_batch(args) -> int:
     from tqdm import tqdm
 
     index, count = parse_shard(args.shard)
+    _check_settings(args)
     limits, style = _limits(args), _style(args)
     items = shard_items(read_manifest(args.manifest), index, count)
     todo = [it for it in items if not (args.out / it["id"] / "run.json").is_file()]

@@ -22,7 +22,7 @@ import torch.nn.attention
 from PIL import Image
 from torch import nn
 
-from ..errors import CheckpointMismatch, ModelUnavailable
+from ..errors import CheckpointMismatch, InvalidSettings, ModelUnavailable
 from ..prompts import IMAGE_TOKEN_INDEX
 from ..tokenizer import SEG_TOKEN, TOKENIZER_FILES, SlowLlamaTokenizer
 from .checkpoint import WeightReader, check_keys, resolve_directory
@@ -116,15 +116,36 @@ class ClipPreprocessing:
 
 
 def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
-    """cuda + bfloat16 when a GPU is there, else cpu + float32 (bf16 matmuls are slow on CPUs)."""
+    """cuda + bfloat16 when a GPU is there, else cpu + float32 (bf16 matmuls are slow on CPUs).
+
+    A device or dtype that is not one, or a GPU that is not there, is refused in words before any weight is read.
+    """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = _usable_device(device)
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+        dtype = getattr(torch, dtype, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InvalidSettings("The dtype must be float32, bfloat16 or float16.")
     return device, dtype
+
+
+def _usable_device(device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidSettings(f"{device!r} is not a device: use cuda, cuda:N (a GPU's number) or cpu.") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise InvalidSettings(f"The device {device} was asked for, but PyTorch sees no CUDA GPU on this machine: "
+                                  "use cpu, or check the GPU's driver and CUDA_VISIBLE_DEVICES.")
+        if device.index is not None and device.index >= count:
+            raise InvalidSettings(f"The device {device} was asked for, but PyTorch sees {count} CUDA "
+                                  f"GPU{'s' if count > 1 else ''} (cuda:0 to cuda:{count - 1}): pick one of those.")
+    return device
 
 
 @contextmanager
