@@ -331,6 +331,26 @@ def test_settings_are_refused_before_the_model_loads(clip, tmp_path, no_model, c
     assert err.startswith("error: ") and words in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv", [["segment", "clip.mp4", "x", "--sparse", "0"],
+                                  ["batch", "items.jsonl", "--out", "o", "--dense", "0"],
+                                  ["--help"]])
+def test_a_refused_setting_or_help_does_not_wait_for_torch(argv):
+    """A typo is answered in a moment: the command line reaches it without importing torch (seconds by itself)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe_code = ("import sys\nfrom videolisa.cli import main\ntry:\n    code = main(sys.argv[1:])\n"
+                  "except SystemExit as stop:\n    code = stop.code\nprint('torch' in sys.modules)\nsys.exit(code)")
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", probe_code, *argv], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == (0 if argv == ["--help"] else cli.EXIT_INPUT), done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_a_missing_video_is_refused_before_the_model_loads(tmp_path, no_model, capsys):
     assert cli.main(["segment", str(tmp_path / "clpi.mp4"), "x", "--out", str(tmp_path / "o")]) == cli.EXIT_INPUT
     assert "No video file at" in capsys.readouterr().err
