@@ -201,6 +201,16 @@ def test_help_and_readme_name_the_files_segment_writes(capsys):
     assert set(re.findall(r"\w+\.[a-z]\w*", written)) == {outputs.OVERLAY_NAME, *export_names().values()}
 
 
+def test_default_output_folders_of_videos_with_one_stem_are_distinct(tmp_path, shared_pipeline, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for container, frames in (("mp4", 3), ("mov", 5)):
+        video = make_clip(tmp_path, "take", size=(64, 48), frames=frames, fps=12, container=container)
+        assert cli.main(["segment", str(video), "the bars", *FAST]) == cli.EXIT_OK
+    for container, frames in (("mp4", 3), ("mov", 5)):
+        out = tmp_path / "videolisa-out" / f"take.{container}"
+        assert len(list((out / "masks").iterdir())) == frames and (out / "run.json").is_file()
+
+
 def test_shards_cover_every_item_exactly_once():
     items = list(range(10))
     shards = [cli.shard_items(items, i, 3) for i in range(3)]

@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "masks.mp4 (the masks as a video) and run.json.")
     seg.add_argument("video", type=Path, help="video or image file")
     seg.add_argument("prompt", help='what to segment, e.g. "the animal that startles the cat"')
-    seg.add_argument("--out", type=Path, default=None, help="output directory (default: ./videolisa-out/<video name>)")
+    seg.add_argument("--out", type=Path, default=None,
+                     help="output directory (default: ./videolisa-out/<video file name>, e.g. videolisa-out/clip.mp4, "
+                          "so clip.mp4 and clip.mov do not share one)")
     _model_options(seg)
     _inference_options(seg)
     seg.set_defaults(func=run_segment)
@@ -229,7 +231,7 @@ def run_segment(args) -> int:
     from .outputs import check_out_dir
     from .source import check_file
 
-    out = args.out or Path("videolisa-out") / args.video.stem
+    out = args.out or Path("videolisa-out") / args.video.name
     check_out_dir(args.video, out)
     check_file(args.video, limits)
     pipe = _load(args)
