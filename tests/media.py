@@ -62,13 +62,15 @@ def make_clip(
     rotate: Optional[int] = None,
     vfr: bool = False,
     pattern: str = "testsrc",
+    gop: Optional[int] = None,
 ) -> Path:
     """Write a test clip and return its path.
 
     ``size`` is the stored (width, height). ``rotate`` adds display-matrix metadata asking players
     to turn the picture by that many degrees clockwise (a phone held upright stores 90).
     ``vfr`` makes the second half of the clip run at a third of ``fps``. ``fps`` may be a ratio
-    such as "30000/1001".
+    such as "30000/1001". ``gop`` puts a keyframe every that many frames (phones write one every second or
+    two; ffmpeg's default is one every 250 frames).
     """
     out_dir = Path(out_dir)
     vcodec, acodec = _CODECS[container]
@@ -91,6 +93,8 @@ def make_clip(
     if vf:
         args += ["-vf", ",".join(vf)]
     args += ["-frames:v", str(frames), "-c:v", vcodec]
+    if gop is not None:
+        args += ["-g", str(gop)]
     if vcodec == "libx264":
         # 4:2:0 needs even sizes; odd-sized clips come from tools that keep full chroma.
         args += ["-pix_fmt", "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p", "-preset", "ultrafast"]

@@ -83,6 +83,151 @@ def test_frame_ranges_chunks_and_read_frames_agree(clips):
         video.read_frames(path, [8])
 
 
+# Clips with a keyframe every 4 frames, where a reader can resume; the others have only frame 0 as a keyframe.
+KEYFRAME_CLIPS = {
+    "keyframes": {"frames": 40, "size": (96, 64), "gop": 4},
+    "keyframes_portrait_odd": {"frames": 40, "size": (97, 61), "rotate": 90, "gop": 4},
+    "keyframes_vfr": {"frames": 40, "size": (96, 64), "vfr": True, "gop": 4},
+    "keyframes_webm": {"frames": 40, "size": (96, 64), "container": "webm", "gop": 4},
+    "keyframes_avi": {"frames": 40, "size": (96, 64), "container": "avi", "gop": 4},
+}
+
+
+def _backward_ranges(num_frames: int, size: int) -> list[tuple[int, int]]:
+    return [(max(0, stop - size), stop) for stop in range(num_frames, 0, -size)]
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """What the decoder is asked for: ``calls`` the seek of each pass (None: from frame 0), ``frames`` the
+    timestamps of every frame it outputs."""
+    seen = {"calls": [], "frames": []}
+    original = video._decoded_frames
+
+    def counting(path, seek=None):
+        seen["calls"].append(seek)
+        for frame in original(path, seek=seek):
+            seen["frames"].append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(video, "_decoded_frames", counting)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["mp4", "portrait", "odd_size", "vfr", "ntsc_rate", "webm_odd", "mkv", "avi", "gif",
+                                  "one_frame", *KEYFRAME_CLIPS])
+def test_a_reader_gives_ranges_in_any_order_as_iter_frames_does(clips, clip_dir, kind):
+    path = clips(kind) if kind in media.CLIPS else media.cached_clip(clip_dir, kind, **KEYFRAME_CLIPS[kind])
+    frames = np.stack(list(video.iter_frames(path)))  # [T, H, W, 3]
+    count = len(frames)
+    later = [(0, count), (count // 2, count), (1, 2), (1, 2), (0, 1), (count - 1, count)]
+    ranges = _backward_ranges(count, 5) + [(start, stop) for start, stop in later if stop <= count]
+    with video.VideoReader(path) as reader:
+        for start, stop in ranges:
+            got = reader.read(start, stop)
+            assert got.dtype == np.uint8 and np.array_equal(got, frames[start:stop]), (start, stop)
+
+
+@pytest.mark.parametrize("kind", list(KEYFRAME_CLIPS))
+def test_reading_backwards_resumes_at_the_keyframe_before_each_range(clip_dir, kind, decodes):
+    path = media.cached_clip(clip_dir, kind, **KEYFRAME_CLIPS[kind])
+    frames = np.stack(list(video.iter_frames(path)))
+    decodes["calls"].clear(), decodes["frames"].clear()
+    with video.VideoReader(path) as reader:
+        got = [reader.read(start, stop) for start, stop in _backward_ranges(40, 5)]
+    assert np.array_equal(np.concatenate(got[::-1]), frames)
+    # The first range decodes frames 0-39; each later one resumes at the keyframe before it (every 4 frames,
+    # fewer than a range), so a frame is decoded for that pass, for its range, and at most once more on the
+    # way into the range after it. From frame 0 each time, frame 0 would be decoded 8 times.
+    assert decodes["calls"][0] is None and all(seek is not None for seek in decodes["calls"][1:-1])
+    assert max(decodes["frames"].count(pts) for pts in set(decodes["frames"])) <= 3
+
+
+def _land_elsewhere(original, path, seek):
+    frames = original(path)
+    next(frames)  # on frame 1, which is no keyframe
+    yield from frames
+
+
+def _cannot_seek(original, path, seek):
+    yield from ()
+
+
+def _skip_a_frame(original, path, seek):
+    frames = original(path, seek=seek)
+    yield next(frames)
+    next(frames)
+    yield from frames
+
+
+def test_a_seek_that_lands_on_an_earlier_keyframe_resumes_from_there(clip_dir, monkeypatch):
+    path = media.cached_clip(clip_dir, "keyframes", **KEYFRAME_CLIPS["keyframes"])
+    frames = np.stack(list(video.iter_frames(path)))
+    original, calls = video._decoded_frames, []
+
+    def early(path, seek=None):
+        calls.append(seek)
+        # Just before the keyframe asked for: the demuxer starts at the one before it, as sparse indexes do.
+        return original(path, seek=None if seek is None else (seek[0] - 1, seek[1]))
+
+    monkeypatch.setattr(video, "_decoded_frames", early)
+    with video.VideoReader(path) as reader:
+        for start, stop in _backward_ranges(40, 5):
+            assert np.array_equal(reader.read(start, stop), frames[start:stop]), (start, stop)
+    assert calls[0] is None and all(seek is not None for seek in calls[1:-1])
+
+
+def _fail_after_the_seek(original, path, seek):
+    raise InvalidVideo(f"'{path.name}' could not be decoded after frame {seek[1]}.")
+    yield
+
+
+@pytest.mark.parametrize("fault", [_land_elsewhere, _cannot_seek, _skip_a_frame, _fail_after_the_seek])
+def test_a_reader_that_cannot_resume_at_a_keyframe_decodes_from_frame_0(clip_dir, monkeypatch, fault):
+    path = media.cached_clip(clip_dir, "keyframes", **KEYFRAME_CLIPS["keyframes"])
+    frames = np.stack(list(video.iter_frames(path)))
+    original, calls = video._decoded_frames, []
+
+    def faulty(path, seek=None):
+        calls.append(seek)
+        return original(path) if seek is None else fault(original, path, seek)
+
+    monkeypatch.setattr(video, "_decoded_frames", faulty)
+    with video.VideoReader(path) as reader:
+        for start, stop in _backward_ranges(40, 5):
+            assert np.array_equal(reader.read(start, stop), frames[start:stop]), (start, stop)
+    # Eight ranges: the first from frame 0, the second tries its keyframe once and then frame 0, and after
+    # that went wrong, every range from frame 0.
+    assert calls[0] is None and calls[1] is not None and calls[2:] == [None] * 7
+
+
+def test_a_stream_without_timestamps_is_read_from_frame_0_each_time(tmp_path, decodes):
+    path = tmp_path / "raw.h264"  # a bare H.264 stream: its frames carry no timestamps
+    media.ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=24", "-frames:v", "24", "-c:v", "libx264",
+                 "-preset", "ultrafast", "-g", "4", str(path))
+    frames = np.stack(list(video.iter_frames(path)))
+    with video.VideoReader(path) as reader:
+        for start, stop in _backward_ranges(24, 5) + [(0, 24), (21, 23)]:
+            assert np.array_equal(reader.read(start, stop), frames[start:stop]), (start, stop)
+    assert len(frames) == 24 and set(decodes["calls"]) == {None}
+
+
+def test_a_reader_refuses_frames_past_the_end_and_reads_on_afterwards(clips, tmp_path):
+    path = clips("mp4")
+    frames = np.stack(list(video.iter_frames(path)))
+    with video.VideoReader(path) as reader:
+        with pytest.raises(InvalidVideo, match="frame 8 does not exist"):
+            reader.read(6, 9)
+        assert np.array_equal(reader.read(2, 4), frames[2:4])
+        with pytest.raises(ValueError):
+            reader.read(3, 3)
+    image = media.make_image(tmp_path, "still")
+    with video.VideoReader(image) as reader:
+        assert np.array_equal(reader.read(0, 1), np.stack(list(video.iter_frames(image))))
+        with pytest.raises(InvalidVideo, match="frame 1 does not exist"):
+            reader.read(0, 2)
+
+
 def test_max_side_shrinks_the_short_side_and_keeps_the_aspect(clips):
     path = clips("hd1080")
     small = next(video.iter_frames(path, max_side=360))

@@ -561,7 +561,8 @@ class VideoLISAPipeline:
             optimizer = self.load_post_optimizer()
         except (ModelUnavailable, OSError) as exc:  # reported in the result, never silently skipped
             return raw, unavailable(str(exc), tuple(references))
-        return optimizer.refine(source.frames_range, source.num_frames, references, raw, scores)
+        with source.frame_ranges() as get_frames:
+            return optimizer.refine(get_frames, source.num_frames, references, raw, scores)
 
 
 def load_pipeline(model: Optional[str] = None, vision_tower: Optional[str] = None, device=None, dtype=None,

@@ -6,11 +6,12 @@ from the start of the processed range.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import av
 import numpy as np
@@ -61,11 +62,16 @@ class FrameSource:
         got = videoio.read_frames(self.path, [self.start + i for i in wanted], max_side=self.max_side)
         return {i - self.start: frame for i, frame in got.items()}
 
-    def frames_range(self, start: int, stop: int) -> np.ndarray:
-        """Frames [start, stop) at full size: [n, H, W, 3]."""
+    @contextlib.contextmanager
+    def frame_ranges(self) -> Iterator[Callable[[int, int], np.ndarray]]:
+        """``get(start, stop)``: frames [start, stop) at full size, [n, H, W, 3], for a stage that asks for many
+        ranges. For a file one decoder stays open until the block ends: each range decodes on from the previous
+        one, or from the keyframe before it (``video.VideoReader``), rather than from frame 0 again."""
         if self._frames is not None:
-            return np.asarray(self._frames[start:stop])
-        return np.stack(list(videoio.iter_frames(self.path, start=self.start + start, stop=self.start + stop)))
+            yield lambda start, stop: np.asarray(self._frames[start:stop])
+            return
+        with videoio.VideoReader(self.path) as reader:
+            yield lambda start, stop: reader.read(self.start + start, self.start + stop)
 
 
 def _file_digest(path: Path) -> str:

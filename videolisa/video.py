@@ -238,12 +238,22 @@ def _open_container(path: Path) -> tuple["av.container.InputContainer", "av.vide
     return container, stream
 
 
-def _decoded_frames(path: Path) -> Iterator["av.VideoFrame"]:
-    """Every frame the decoder outputs, in display order. Damage stops decoding with InvalidVideo."""
+def _decoded_frames(path: Path, seek: Optional[tuple[int, int]] = None) -> Iterator["av.VideoFrame"]:
+    """Every frame the decoder outputs, in display order. Damage stops decoding with InvalidVideo.
+
+    ``seek``: (timestamp, index) of a keyframe to start from instead of frame 0. The demuxer starts at the
+    keyframe at or before that timestamp, so the caller checks where decoding landed; nothing is yielded
+    when the container cannot seek.
+    """
     container, stream = _open_container(path)
-    count = 0
+    count = 0 if seek is None else seek[1]
     try:
         stream.thread_type = "AUTO"  # frame + slice threads: decoding keeps pace with the encoder
+        if seek is not None:
+            try:
+                container.seek(seek[0], stream=stream)
+            except av.error.FFmpegError:
+                return
         for frame in container.decode(stream):
             count += 1
             yield frame
@@ -254,7 +264,7 @@ def _decoded_frames(path: Path) -> Iterator["av.VideoFrame"]:
         ) from exc
     finally:
         container.close()
-    if count == 0:
+    if count == 0 and seek is None:
         raise InvalidVideo(f"'{_name(path)}' contains no picture that can be decoded; the file looks damaged or cut short.")
 
 
@@ -692,11 +702,118 @@ def read_frames(path: PathLike, indices: Iterable[int], max_side: Optional[int] 
         frames = dict(_iter_video_frames(file, wanted[0], wanted[-1] + 1, max_side, wanted=set(wanted)))
     missing = [i for i in wanted if i not in frames]
     if missing:
-        raise InvalidVideo(
-            f"'{_name(file)}' has fewer frames than asked for: frame {missing[0]} does not exist "
-            f"(the video has {counted(probe(file).num_frames, 'frame')}, numbered from 0)."
-        )
+        raise _no_such_frame(file, missing[0])
     return frames
+
+
+def _no_such_frame(file: Path, index: int) -> InvalidVideo:
+    return InvalidVideo(
+        f"'{_name(file)}' has fewer frames than asked for: frame {index} does not exist "
+        f"(the video has {counted(probe(file).num_frames, 'frame')}, numbered from 0)."
+    )
+
+
+class VideoReader:
+    """Ranges of frames of one video, asked for in any order, each as ``iter_frames`` gives it.
+
+    The decoder stays open between ranges: a range that starts at or after the end of the previous one
+    decodes on from there, and one that starts earlier resumes at the last keyframe before it, so that a
+    video read backwards in short ranges is not decoded from frame 0 again for each of them. A keyframe is
+    only resumed from once decoding has passed it, and only while the timestamps tell the frames apart
+    (they are there and increase); decoding must land on a keyframe seen before and meet the timestamps
+    seen before after it, else it starts again from frame 0, for this range and the ones after it. Use as
+    a context manager (or call ``close``).
+    """
+
+    def __init__(self, path: PathLike):
+        self._file, self._is_still = _open_range(path, 0, None)
+        self._frames: Optional[Iterator["av.VideoFrame"]] = None  # the open decoder's output
+        self._landed: Optional["av.VideoFrame"] = None  # the first frame after a seek, taken to check where it is
+        self._next = 0  # index of the next frame the decoder outputs
+        self._pts: list[Optional[int]] = []  # of frames 0, 1, ... as decoding from frame 0 outputs them
+        self._keyframes: dict[Optional[int], int] = {}  # timestamp -> index of the keyframes among them
+        self._seekable = True  # the timestamps seen so far are there and increase
+        self._picture = None  # (orientation, size) fixed by frame 0, as iter_frames fixes them
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._frames is not None:
+            self._frames.close()
+        self._frames, self._landed = None, None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) (``start < stop``), upright RGB uint8 [stop - start, H, W, 3]."""
+        if start < 0 or stop <= start:
+            raise ValueError(f"invalid frame range [{start}, {stop})")
+        if self._is_still:
+            if stop > 1:
+                raise _no_such_frame(self._file, 1)
+            return _read_still(self._file)[None]
+        try:
+            return self._read(start, stop)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        if self._frames is None or start < self._next:
+            self._resume(start)
+        rgb = []
+        while self._next < stop:
+            if self._landed is not None:
+                frame, self._landed = self._landed, None
+            else:
+                frame = next(self._frames, None)
+            if frame is None:
+                raise _no_such_frame(self._file, self._next)
+            if not self._learn(self._next, frame):
+                # Decoding on from the keyframe did not meet the frames a pass from frame 0 did.
+                self._seekable = False
+                self.close()
+                return self._read(start, stop)
+            if self._next >= start:
+                orientation, (width, height) = self._picture
+                rgb.append(_to_rgb(frame, width, height, orientation))
+            self._next += 1
+        return np.stack(rgb)  # [n, H, W, 3]
+
+    def _learn(self, index: int, frame: "av.VideoFrame") -> bool:
+        """Note what a frame's timestamp says; False if it is not the frame decoding from frame 0 outputs there."""
+        if index < len(self._pts):
+            return frame.pts == self._pts[index]
+        if index == 0:
+            orientation = _Orientation.of(frame)
+            self._picture = orientation, orientation.shown_size(frame.width, frame.height)
+        elif frame.pts is None or self._pts[-1] is None or frame.pts <= self._pts[-1]:
+            self._seekable = False
+        if index == 0 or frame.key_frame:  # frame 0: where a seek before the second keyframe lands
+            self._keyframes[frame.pts] = index
+        self._pts.append(frame.pts)
+        return True
+
+    def _resume(self, start: int) -> None:
+        """Open the decoder at the last known keyframe at or before ``start``, or at frame 0."""
+        self.close()
+        keyframe = max((i for i in self._keyframes.values() if i <= start), default=0) if self._seekable else 0
+        if keyframe:
+            frames = _decoded_frames(self._file, seek=(self._pts[keyframe], keyframe))
+            try:
+                landed = next(frames, None)
+            except InvalidVideo:  # the frames a pass from frame 0 met there were fine: the seek is to blame
+                landed = None
+            # The demuxer may start at an earlier keyframe than asked; any keyframe seen before will do.
+            index = self._keyframes.get(landed.pts) if landed is not None else None
+            if index is not None and index <= start:
+                self._frames, self._landed, self._next = frames, landed, index
+                return
+            frames.close()
+            self._seekable = False
+        self._frames, self._next = _decoded_frames(self._file), 0
 
 
 # Colour tags as FFmpeg's command line names them, by the enum values PyAV reports.
