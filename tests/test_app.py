@@ -288,6 +288,24 @@ def test_post_optimization_shows_raw_versus_refined(served, clip):
     assert post.reason in out[1]  # what post-optimization did is said next to the answer
 
 
+def test_the_comparison_of_a_vfr_range_keeps_each_frame_at_its_source_time(tmp_path):
+    from videolisa import video
+    from videolisa.masks import PackedMasks
+    from videolisa.ui import results
+
+    source = make_clip(tmp_path, "vfr", size=(96, 64), frames=10, vfr=True)  # 1/24 s apart, then 3/24 s
+    info = video.probe(source)
+    masks = PackedMasks.from_array(np.zeros((5, 64, 96), bool))
+    target = types.SimpleNamespace(frame_offset=4, num_frames=5, masks=masks, raw_masks=PackedMasks.from_array(
+        np.ones((5, 64, 96), bool)), post_optimization=types.SimpleNamespace(applied=True))
+    run = results.RunResult(source=str(source), name="vfr", run_dir=str(tmp_path), info=info, segmentations=(target,),
+                            exports=None)
+    out = video.probe(results.render_comparison(run, results.Look(), tmp_path))
+    expected = [t - info.frame_times[4] for t in info.frame_times[4:10]]  # frames 4-8 and where frame 8 ends
+    assert out.num_frames == 5 and out.frame_times == pytest.approx(expected[:-1], abs=1e-5)
+    assert out.duration == pytest.approx(expected[-1], abs=1e-5)
+
+
 def test_a_long_video_is_trimmed_with_a_notice(served, monkeypatch, tmp_path):
     from videolisa.settings import Limits
     from videolisa.source import frames_to_process

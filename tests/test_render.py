@@ -121,7 +121,11 @@ def test_render_video_output_is_browser_safe_and_matches_the_rendered_frames(cli
     assert boxes.index("moov") < boxes.index("mdat")
     out = video.probe(out_path)
     assert out.duration == pytest.approx(info.duration, abs=1 / info.fps)
-    assert out.frame_rate == info.frame_rate and not out.is_variable_frame_rate
+    assert out.frame_rate == info.frame_rate and out.is_variable_frame_rate == info.is_variable_frame_rate
+    # Each frame shows when it does in the source, so the picture keeps time with the sound; at a constant
+    # rate as the source's (its timestamps' rounding aside), a VFR source's at their own times.
+    steady = [i / info.frame_rate for i in range(info.num_frames)]
+    assert out.frame_times == pytest.approx(info.frame_times if info.is_variable_frame_rate else steady, abs=1e-4)
 
     # The video shows what render_frame draws, frame for frame (luma: 4:2:0 halves the colour).
     k = info.num_frames // 2
@@ -162,6 +166,19 @@ def test_render_video_of_a_range_keeps_the_matching_audio(clips, tmp_path):
     assert media.luma_psnr(first, expected) > 34
     silent = render.render_video(source, [part], tmp_path / "silent.mp4", keep_audio=False, start=12)
     assert media.stream_summary(silent)["audio_codec"] is None
+
+
+def test_a_vfr_range_keeps_each_frame_at_its_time_against_the_sound(clips, tmp_path):
+    source = clips("vfr")  # frames at 0, 1, 2, 3, 4, 5, 8, 11, 14, 17 / 24 s
+    info = video.probe(source)
+    masks = _masks_for(info, objects=1)[0]
+    part = PackedMasks(info.height, info.width, (masks[i] for i in range(4, 9)))
+    out_path = render.render_video(source, [part], tmp_path / "part.mp4", start=4, stop=9)
+    out = video.probe(out_path)
+    expected = [t - info.frame_times[4] for t in info.frame_times[4:10]]  # [4, 9) and where frame 8 ends
+    assert out.num_frames == 5 and out.frame_times == pytest.approx(expected[:-1], abs=1e-5)
+    assert media.stream_summary(out_path)["audio_duration"] == pytest.approx(expected[-1], abs=0.005)
+    assert out.duration == pytest.approx(expected[-1], abs=1e-5)
 
 
 def test_render_video_without_objects_shows_the_video(clips, tmp_path):

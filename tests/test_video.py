@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -481,6 +482,54 @@ def test_written_audio_is_the_stretch_of_the_frames_written(clip_dir, tmp_path):
     assert video.probe(written.path).duration == pytest.approx(1.0, abs=1 / 24)
 
 
+# Frames written at their own times are placed on a 90 kHz clock: within a tick of the source's times.
+TICK = 1 / 90000
+
+
+def test_a_vfr_range_is_written_at_its_source_times_with_audio_to_match(clips, tmp_path):
+    source = clips("vfr")  # frames at 0, 1, 2, 3, 4, 5, 8, 11, 14, 17 / 24 s
+    info = video.probe(source)
+    start, stop = 3, 9  # across the change of rate
+    timeline = video.source_timeline(info, start, stop)
+    assert timeline == pytest.approx([t - info.frame_times[start] for t in info.frame_times[start:stop + 1]])
+    frames = list(video.iter_frames(source, start, stop))
+    with video.VideoWriter(tmp_path / "part.mp4", info.width, info.height, info.frame_rate, audio_source=source,
+                           audio_start=video.audio_offset(info, start), frame_times=timeline) as writer:
+        for frame in frames:
+            writer.write(frame)
+    written = writer.result
+    assert written.duration == pytest.approx(timeline[-1], abs=TICK)
+    out = video.probe(written.path)
+    assert out.num_frames == stop - start
+    assert out.frame_times == pytest.approx(timeline[:-1], abs=TICK)
+    assert out.duration == pytest.approx(timeline[-1], abs=TICK)
+    summary = media.stream_summary(written.path)
+    assert summary["video_codec"] == "h264" and summary["pix_fmt"] == "yuv420p"
+    assert summary["audio_duration"] == pytest.approx(timeline[-1], abs=0.005)
+    boxes = media.mp4_top_level_boxes(written.path)
+    assert boxes.index("moov") < boxes.index("mdat")
+    import av
+
+    with av.open(str(written.path)) as container:
+        dts = [packet.dts for packet in container.demux(container.streams.video[0]) if packet.size]
+    assert all(b > a for a, b in zip(dts, dts[1:]))  # browsers need decoding times that only go up
+    decoded = list(video.iter_frames(written.path))
+    assert all(media.luma_psnr(d, f) > 38 for d, f in zip(decoded, frames))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part.mp4"]
+
+
+def test_a_constant_rate_video_has_no_timeline_and_a_vfr_one_ends_with_its_last_frame(clips):
+    assert video.source_timeline(video.probe(clips("mp4")), 2, 6) is None
+    info = video.probe(clips("vfr"))
+    timeline = video.source_timeline(info)
+    assert timeline[:-1] == pytest.approx(media.vfr_times(10, 24))
+    assert timeline[-1] == pytest.approx(media.vfr_duration(10, 24))
+    # A duration rounded to an average rate may end before the last frame starts: it then lasts as long as
+    # the one before it.
+    rounded = dataclasses.replace(info, duration=info.frame_times[-1])
+    assert video.source_timeline(rounded, 8)[-1] == pytest.approx(2 * (17 - 14) / 24)
+
+
 def test_writer_rejects_wrong_frames_and_cleans_up(tmp_path):
     out = tmp_path / "bad.mp4"
     with pytest.raises(ValueError, match="expected a uint8 frame"):
@@ -490,6 +539,14 @@ def test_writer_rejects_wrong_frames_and_cleans_up(tmp_path):
     assert not out.exists()
     with pytest.raises(ValueError, match="no frames"):
         video.write_video([], out, 24)
+    with pytest.raises(ValueError, match="room for 2 frames"):
+        with video.VideoWriter(out, 64, 48, 24, frame_times=[0, 0.1, 0.3]) as writer:
+            for _ in range(3):
+                writer.write(np.zeros((48, 64, 3), np.uint8))
+    assert not any(tmp_path.iterdir())
+    for bad in ([0.0], [0.0, 0.2, 0.1], [0.0, float("nan")]):
+        with pytest.raises(ValueError, match="frame_times must be increasing"):
+            video.VideoWriter(out, 64, 48, 24, frame_times=bad)
 
 
 def test_nothing_calls_a_system_ffmpeg_or_ffprobe(clips, tmp_path):

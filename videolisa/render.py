@@ -28,6 +28,7 @@ from .video import (
     iter_yuv420,
     prefetch,
     probe,
+    source_timeline,
 )
 
 RGB = tuple[int, int, int]
@@ -276,10 +277,11 @@ def render_video(
 
     Mask j of every object belongs to frame ``start + j``; ``stop`` defaults to the end of the masks
     (or of the video, when there are no objects). Masks must have the video's displayed size. The
-    output runs at ``fps`` (default: the source's rate, constant, keeping its duration) and keeps the
-    matching stretch of the source's audio when ``keep_audio``. Decoding, drawing and encoding are
-    streamed: memory does not grow with the video's length. ``progress(done, total)`` is called
-    after each frame (e.g. to drive a progress bar).
+    output runs at ``fps`` when given; by default each frame keeps its time in the source (counted from
+    frame ``start``), at the source's constant rate or, for a variable-frame-rate source, at its own
+    timestamp. It keeps the matching stretch of the source's audio when ``keep_audio``. Decoding,
+    drawing and encoding are streamed: memory does not grow with the video's length.
+    ``progress(done, total)`` is called after each frame (e.g. to drive a progress bar).
     """
     shape = _check_masks(masks_per_object)
     if stop is None and shape:
@@ -302,6 +304,7 @@ def render_video(
         out_path, info.width, info.height, info.frame_rate if fps is None else fps,
         audio_source=source_path if keep_audio and info.has_audio else None,
         audio_start=audio_offset(info, start), crf=crf, preset=preset, yuv_tags=first.tags,
+        frame_times=source_timeline(info, start, stop) if fps is None else None,
     ) as writer:
         for j, frame in enumerate(itertools.chain([first], frames)):
             writer.write_yuv420(render_yuv420(frame, [masks[j] for masks in masks_per_object], style))

@@ -10,7 +10,9 @@ Writing pipes raw frames (RGB, or the decoded 4:2:0 planes that overlays are dra
 two colour conversions per frame) into the ffmpeg binary that ships in the imageio-ffmpeg wheel
 (never a system ffmpeg): libx264, yuv420p, even dimensions by padding, ``+faststart``, one output
 frame per frame written, at a constant rate that keeps the source's duration. The encoder runs in
-its own process, in parallel with our decoding and drawing.
+its own process, in parallel with our decoding and drawing. Frames of a variable-frame-rate source
+are then given back their own timestamps (see ``source_timeline``), so that they stay in sync with the
+sound.
 """
 
 from __future__ import annotations
@@ -112,8 +114,8 @@ class WrittenVideo:
     width: int  # encoded size: the frames' size rounded up to even numbers (padded, never cropped)
     height: int
     num_frames: int
-    frame_rate: Fraction
-    duration: float  # num_frames / frame_rate
+    frame_rate: Fraction  # the constant rate, or for frames written at their own times, the average one
+    duration: float  # num_frames / frame_rate, or where the last frame written ends at its own times
     has_audio: bool
 
     @property
@@ -943,6 +945,9 @@ def _as_rate(fps: Union[float, Fraction, int]) -> Fraction:
     return rate
 
 
+# Ticks per second of frames written at their own times: MPEG's clock, finer than the time bases sources use.
+_TIMESCALE = 90000
+
 # How the writer tags what it encodes from RGB: BT.709, limited range.
 BT709_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
 
@@ -957,14 +962,19 @@ class VideoWriter:
     black on the right/bottom. With ``audio_source``, its first audio track is re-encoded to AAC and
     muxed in, from ``audio_start`` seconds on, cut to ``audio_duration`` (default: the video's
     duration); a source without audio gives a file without an audio track.
+
+    With ``frame_times`` (seconds from the first frame, one entry per frame to be written and one
+    more for where the last one ends; ``source_timeline`` gives them for a variable-frame-rate
+    source), frame i shows from ``frame_times[i]`` rather than from ``i / fps``.
     """
 
     def __init__(self, out_path: PathLike, width: int, height: int, fps: Union[float, Fraction],
                  audio_source: Optional[PathLike] = None, audio_start: float = 0.0,
                  audio_duration: Optional[float] = None, crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET,
-                 yuv_tags: Optional[Sequence[str]] = None):
+                 yuv_tags: Optional[Sequence[str]] = None, frame_times: Optional[Sequence[float]] = None):
         if width < 1 or height < 1:
             raise ValueError(f"invalid frame size {width}x{height}")
+        self._ticks = None if frame_times is None else _ticks(frame_times)
         self.out_path = Path(out_path)
         self.width, self.height = int(width), int(height)
         self.frame_rate = _as_rate(fps)
@@ -978,7 +988,11 @@ class VideoWriter:
         self.result: Optional[WrittenVideo] = None
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
         self._video_path = (
-            self.out_path.with_name(f".{self.out_path.stem}.video.mp4") if self.audio_source else self.out_path
+            self.out_path.with_name(f".{self.out_path.stem}.video.mp4")
+            if self.audio_source or self._ticks is not None else self.out_path
+        )
+        self._timed_path = (
+            self.out_path.with_name(f".{self.out_path.stem}.timed.mp4") if self.audio_source else self.out_path
         )
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
@@ -996,6 +1010,9 @@ class VideoWriter:
             pad = "pad=ceil(iw/2)*2:ceil(ih/2)*2"  # 4:2:0 needs even sizes: pad, never crop
             source = ["-pix_fmt", "rgb24"]
             video = ["-vf", f"{pad},scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", *BT709_TAGS]
+        if self._ticks is not None:
+            # Without B-frames packets come in display order with dts == pts, so retiming them stays simple.
+            video += ["-bf", "0"]
         return [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
             "-f", "rawvideo", *source, "-s", f"{self.width + self.width % 2 if self.yuv else self.width}x"
@@ -1015,6 +1032,8 @@ class VideoWriter:
             self.abort()
 
     def _send(self, *arrays: np.ndarray) -> None:
+        if self._ticks is not None and self.num_frames == len(self._ticks) - 1:
+            raise ValueError(f"frame_times has room for {counted(self.num_frames, 'frame')}, and one more was written")
         try:
             for array in arrays:
                 self._proc.stdin.write(memoryview(np.ascontiguousarray(array)).cast("B"))
@@ -1065,7 +1084,7 @@ class VideoWriter:
             except OSError:
                 pass
         self._stderr.close()
-        for path in {self._video_path, self.out_path}:
+        for path in {self._video_path, self._timed_path, self.out_path}:
             path.unlink(missing_ok=True)
 
     def close(self) -> WrittenVideo:
@@ -1083,13 +1102,21 @@ class VideoWriter:
             self.abort()
             raise VideoLISAError(f"Encoding the video failed: {message}")
         duration = float(self.num_frames / self.frame_rate)
+        video_path = self._video_path
+        if self._ticks is not None:
+            duration = self._ticks[self.num_frames] / _TIMESCALE
+            try:
+                self._retime()
+            finally:
+                self._video_path.unlink(missing_ok=True)
+            video_path = self._timed_path
         has_audio = False
         if self.audio_source is not None:
             has_audio = True
             try:
-                self._mux_audio(duration if self.audio_duration is None else float(self.audio_duration))
+                self._mux_audio(video_path, duration if self.audio_duration is None else float(self.audio_duration))
             finally:
-                self._video_path.unlink(missing_ok=True)
+                video_path.unlink(missing_ok=True)
         self._stderr.close()
         self.result = WrittenVideo(
             path=self.out_path, width=self.width + self.width % 2, height=self.height + self.height % 2,
@@ -1097,10 +1124,31 @@ class VideoWriter:
         )
         return self.result
 
-    def _mux_audio(self, duration: float) -> None:
+    def _retime(self) -> None:
+        """Copy the encoded video, giving each frame its time from ``frame_times`` (packets are in display
+        order: no B-frames)."""
+        time_base = Fraction(1, _TIMESCALE)
+        try:
+            with av.open(str(self._video_path)) as source, \
+                    av.open(str(self._timed_path), "w", format="mp4", options={"movflags": "+faststart"}) as target:
+                encoded = source.streams.video[0]
+                timed = target.add_stream_from_template(encoded)
+                timed.time_base = time_base
+                packets = (packet for packet in source.demux(encoded) if packet.size)  # the last one only flushes
+                for index, packet in enumerate(packets):
+                    packet.stream = timed
+                    packet.time_base = time_base
+                    packet.pts = packet.dts = self._ticks[index]
+                    packet.duration = self._ticks[index + 1] - self._ticks[index]
+                    target.mux(packet)
+        except av.error.FFmpegError as exc:
+            self._timed_path.unlink(missing_ok=True)
+            raise VideoLISAError(f"Giving the encoded frames their timestamps failed: {exc}") from exc
+
+    def _mux_audio(self, video_path: Path, duration: float) -> None:
         command = [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-            "-i", str(self._video_path),
+            "-i", str(video_path),
             "-ss", f"{self.audio_start:.6f}", "-t", f"{max(duration, 0.001):.6f}", "-i", str(self.audio_source),
             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "160k",
             "-movflags", "+faststart", str(self.out_path),
@@ -1112,6 +1160,19 @@ class VideoWriter:
                 f"The audio of '{_name(self.audio_source)}' could not be re-encoded ({proc.stderr.strip()[-500:]}). "
                 "Render without its audio or export the video again."
             )
+
+
+def _ticks(frame_times: Sequence[float]) -> list[int]:
+    """``frame_times`` as whole ticks of 1/_TIMESCALE s from the first, strictly increasing."""
+    times = [float(t) for t in frame_times]
+    if len(times) < 2 or not all(math.isfinite(t) for t in times) or any(b <= a for a, b in zip(times, times[1:])):
+        raise ValueError("frame_times must be increasing finite seconds, one per frame and one for the end, "
+                         f"got {frame_times!r}")
+    ticks = [0]
+    for t in times[1:]:
+        # Times closer than a tick (far finer than any source's clock) still keep their order.
+        ticks.append(max(round((t - times[0]) * _TIMESCALE), ticks[-1] + 1))
+    return ticks
 
 
 def _has_audio(path: Path) -> bool:
@@ -1141,6 +1202,25 @@ def write_video(frames: Iterable[np.ndarray], out_path: PathLike, fps: Union[flo
         for frame in iterator:
             writer.write(frame)
     return writer.result
+
+
+def source_timeline(info: VideoInfo, start: int = 0, stop: Optional[int] = None) -> Optional[tuple[float, ...]]:
+    """When frames [start, stop) of a variable-frame-rate video show, seconds from frame ``start``, and where
+    the last of them ends: the ``frame_times`` that keep a VideoWriter's frames in sync with the sound.
+
+    None for a constant-rate video, whose frames a writer places at its constant rate.
+    """
+    if not info.is_variable_frame_rate:
+        return None
+    times = info.frame_times
+    stop = len(times) if stop is None else stop
+    if stop < len(times):
+        end = times[stop]
+    elif info.duration > times[stop - 1]:
+        end = info.duration
+    else:  # the duration comes from a rounded average rate: the last frame lasts as long as the one before
+        end = 2 * times[stop - 1] - times[stop - 2]
+    return tuple(t - times[start] for t in times[start:stop]) + (end - times[start],)
 
 
 def audio_offset(info: VideoInfo, start: int) -> float:

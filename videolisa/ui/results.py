@@ -18,7 +18,8 @@ from .. import outputs
 from ..pipeline import run_notices
 from ..render import PALETTE, OverlayStyle, parse_color, render_frame, render_video
 from ..source import frames_to_process
-from ..video import VideoInfo, VideoWriter, audio_offset, iter_frames, prefetch, probe, read_frames
+from ..video import (VideoInfo, VideoWriter, audio_offset, iter_frames, prefetch, probe, read_frames,
+                     source_timeline)
 from .timeline import Track, draw_timeline, format_time
 
 RGB = tuple[int, int, int]
@@ -158,7 +159,7 @@ def render_comparison(result: RunResult, look: Look, out_dir: Path) -> Optional[
     start, stop = first.frame_offset, first.frame_offset + first.num_frames
     with VideoWriter(path, 2 * half[0], half[1], info.frame_rate,
                      audio_source=result.source if info.has_audio else None,
-                     audio_start=audio_offset(info, start)) as writer:
+                     audio_start=audio_offset(info, start), frame_times=source_timeline(info, start, stop)) as writer:
         for j, frame in enumerate(prefetch(iter_frames(result.source, start, stop))):
             sides = []
             for masks, text in (([s.raw_masks[j] for s in result.segmentations], "VideoLISA (raw)"),
