@@ -144,6 +144,22 @@ def test_mean_is_over_sequences_and_missing_sequences_are_reported(tmp_path):
         score_folders(tmp_path / "pred", tmp_path / "gt", strict=True)
 
 
+def test_notes_under_the_table_count_in_words_that_agree(tmp_path):
+    write_sequence(tmp_path / "gt", "one", {f"{i:05d}": square(20, 20) for i in range(3)})
+    write_sequence(tmp_path / "gt", "two", {f"{i:05d}": square(20, 20) for i in range(3)})
+    write_sequence(tmp_path / "gt", "lone", {"00000": square(20, 20)})
+    write_sequence(tmp_path / "gt", "absent", {"00000": square(20, 20)})
+    write_sequence(tmp_path / "pred", "one", {"00000": square(20, 20), "00001": square(20, 20)})
+    write_sequence(tmp_path / "pred", "two", {"00000": square(20, 20)})
+    write_sequence(tmp_path / "pred", "lone", {"00007": square(20, 20)})  # no frame of the ground truth
+    table = format_table(score_folders(tmp_path / "pred", tmp_path / "gt"))
+    assert "one: no prediction for 1 of 3 frames (" in table and "two: no prediction for 2 of 3 frames (" in table
+    assert "lone: no prediction for 1 of 1 frame (" in table
+    assert "No prediction for 1 ground-truth sequence," in table and "mean (3 sequences)" in table
+    with pytest.raises(InvalidVideo, match=r"No predicted masks for 1 ground-truth sequence: absent"):
+        score_folders(tmp_path / "pred", tmp_path / "gt", strict=True)
+
+
 def test_single_sequence_folders(tmp_path):
     write_sequence(tmp_path, "gt", {"00000": square(20, 20)})
     write_sequence(tmp_path, "pred", {"00000": square(20, 20)}, sub="masks")
@@ -156,7 +172,7 @@ def test_single_sequence_folders(tmp_path):
     [
         (lambda p: None, "does not exist"),
         (lambda p: (p / "gt" / "empty").mkdir(parents=True), "No ground-truth masks"),
-        (lambda p: write_sequence(p / "gt", "a", {"00000": square(20, 20)}), "None of the 1"),
+        (lambda p: write_sequence(p / "gt", "a", {"00000": square(20, 20)}), r"\(1 sequence\) has predicted"),
         (
             lambda p: (
                 write_sequence(p / "gt", "a", {"00000": square(20, 20)}),

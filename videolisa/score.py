@@ -18,7 +18,7 @@ from typing import Iterable, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InvalidVideo, VideoLISAError
+from .errors import InvalidVideo, VideoLISAError, counted
 from .metrics import BOUNDARY_TOLERANCE, ObjectScores, boundary_radius, frame_scores
 
 PathLike = Union[str, Path]
@@ -73,14 +73,14 @@ def score_folders(
     missing = sorted(name for name in gt_sequences if name not in pred_sequences)
     if strict and missing:
         raise InvalidVideo(
-            f"No predicted masks for {len(missing)} ground-truth sequence(s): {', '.join(missing)} "
+            f"No predicted masks for {counted(len(missing), 'ground-truth sequence')}: {', '.join(missing)} "
             f"(expected {pred_dir}/<sequence>/*.png or {pred_dir}/<sequence>/masks/*.png)."
         )
     scored = sorted(name for name in gt_sequences if name in pred_sequences)
     if not scored:
         raise InvalidVideo(
-            f"None of the {len(gt_sequences)} ground-truth sequences of {gt_dir} has predicted masks in "
-            f"{pred_dir}: expected sub-folders with the same names holding PNG masks (directly or in masks/)."
+            f"No ground-truth sequence of {gt_dir} ({counted(len(gt_sequences), 'sequence')}) has predicted masks "
+            f"in {pred_dir}: expected sub-folders with the same names holding PNG masks (directly or in masks/)."
         )
 
     sequences = {name: _score_sequence(name, pred_sequences[name], gt_sequences[name], tolerance) for name in scored}
@@ -100,7 +100,7 @@ def format_table(result: dict) -> str:
     for name, seq in result["sequences"].items():
         rows.append((name, str(len(seq["objects"])), str(len(seq["frame_names"])), *_values(seq)))
     count = len(result["sequences"])
-    rows.append((f"mean ({count} sequence{'s' if count != 1 else ''})", "", "", *_values(result["mean"])))
+    rows.append((f"mean ({counted(count, 'sequence')})", "", "", *_values(result["mean"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join([row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])])
@@ -112,13 +112,14 @@ def format_table(result: dict) -> str:
     if result.get("missing_sequences"):
         missing = result["missing_sequences"]
         lines.append(
-            f"No prediction for {len(missing)} ground-truth sequence(s), left out of the mean: {', '.join(missing)}"
+            f"No prediction for {counted(len(missing), 'ground-truth sequence')}, left out of the mean: "
+            f"{', '.join(missing)}"
         )
     for name, seq in result["sequences"].items():
         if seq["missing_frames"]:
             lines.append(
-                f"{name}: {len(seq['missing_frames'])} of {len(seq['frame_names'])} frames have no "
-                "prediction and count as empty masks"
+                f"{name}: no prediction for {len(seq['missing_frames'])} of "
+                f"{counted(len(seq['frame_names']), 'frame')} (a missing prediction counts as an empty mask)"
             )
     if result.get("unmatched_sequences"):
         lines.append(f"Ignored prediction folders without ground truth: {', '.join(result['unmatched_sequences'])}")
