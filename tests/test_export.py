@@ -68,6 +68,45 @@ def test_png_zip_layout_grey_for_one_object_davis_indices_for_several(tmp_path):
         assert image.getpalette()[:12] == [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0]  # DAVIS colours
 
 
+def _rgb_png(data):
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("spoil, reason", [
+    (lambda data: data[: len(data) // 2], "is not a readable image"),  # cut short
+    (lambda data: data[:33] + bytes(4) + data[37:], "is not a readable image"),  # a damaged chunk
+    (lambda data: b"not a png", "is not a readable image"),
+    (_rgb_png, "is not a grey or indexed PNG"),
+    (lambda data: export._png_bytes([np.zeros((H + 1, W), bool)]), f"is {W}x{H + 1} pixels, not the {W}x{H}"),
+])
+def test_a_png_zip_with_a_bad_mask_is_refused_naming_it(tmp_path, spoil, reason):
+    good = export.export_png_zip(_objects(1), tmp_path / "good.zip")
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(bad, "w") as target:
+        for name in source.namelist():
+            data = source.read(name)
+            target.writestr(name, spoil(data) if name == "00002.png" else data)
+    with pytest.raises(export.InvalidVideo, match=f"00002.png in 'bad.zip' {reason}"):
+        export.read_png_zip(bad)
+
+
+def test_a_file_that_is_not_a_png_zip_is_refused_naming_it(tmp_path):
+    for name, data in (("notes.zip", b"not a zip"), ("cut.zip", export.export_png_zip(
+            _objects(1), tmp_path / "whole.zip").read_bytes()[:-30])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(export.InvalidVideo, match=f"'{name}' is not a readable ZIP of masks"):
+            export.read_png_zip(tmp_path / name)
+    flipped = bytearray((tmp_path / "whole.zip").read_bytes())
+    with zipfile.ZipFile(tmp_path / "whole.zip") as archive:
+        member = archive.getinfo("00001.png")
+    flipped[member.header_offset + 30 + len(member.filename) + len(member.extra) + 40] ^= 0xFF
+    (tmp_path / "flipped.zip").write_bytes(bytes(flipped))
+    with pytest.raises(export.InvalidVideo, match="The mask 00001.png in 'flipped.zip' cannot be read .*CRC"):
+        export.read_png_zip(tmp_path / "flipped.zip")
+
+
 def test_npz_keys_unpack_as_documented(tmp_path):
     objects = _objects(3)
     with np.load(export.export_npz(objects, tmp_path / "m.npz", first_frame=7)) as data:

@@ -217,6 +217,28 @@ def test_command_line_prints_and_writes_json_and_csv(tmp_path, capsys):
     assert "dog" in printed and f"{j:.3f}" in printed and f"{f:.3f}" in printed
 
 
+def _truncated(data):
+    return data[: len(data) // 2]
+
+
+def _damaged(data):
+    return data[:33] + bytes(4) + data[37:]  # the first chunk after the header claims to be empty
+
+
+@pytest.mark.parametrize("spoil", [_truncated, _damaged, lambda data: b"GIF89a"])
+@pytest.mark.parametrize("role", ["gt", "pred"])
+def test_a_mask_that_is_not_a_whole_png_is_named_in_one_line(tmp_path, capsys, spoil, role):
+    for folder in ("gt", "pred"):
+        write_sequence(tmp_path / folder, "dog", {"00000": square(20, 20), "00001": square(30, 30)})
+    bad = tmp_path / role / "dog" / "00001.png"
+    bad.write_bytes(spoil(bad.read_bytes()))
+    args = _parser().parse_args(["score", str(tmp_path / "pred"), str(tmp_path / "gt")])
+    assert run_score(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"error: The mask {bad} is not a readable image (")
+
+
 def test_command_line_reports_bad_input_on_one_line(tmp_path, capsys):
     args = _parser().parse_args(["score", str(tmp_path / "missing"), str(tmp_path)])
     assert run_score(args) == 2

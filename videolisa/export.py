@@ -36,7 +36,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from .errors import InvalidVideo
-from .masks import PackedMasks
+from .masks import PackedMasks, open_mask_image
 from .video import BT709_TAGS, PathLike, VideoWriter, Yuv420Frame
 
 _PNG_NAME = re.compile(r"^(\d{5,})\.png$")
@@ -121,16 +121,34 @@ def export_png_zip(masks_per_object: Sequence[PackedMasks], path: PathLike, firs
 
 def read_png_zip(path: PathLike, num_objects: Optional[int] = None) -> list[PackedMasks]:
     """Masks from ``export_png_zip``: one object for grey PNGs; for indexed ones ``num_objects``
-    (default: the highest index seen)."""
+    (default: the highest index seen). A file that is not such a zip, or a mask in it that is not a whole grey or
+    indexed PNG the size of the others, raises InvalidVideo naming it."""
     objects: list[PackedMasks] = []
-    with zipfile.ZipFile(path) as archive:
+    first = None  # (name, size) of the first mask: every mask must have its size
+    label = Path(path).name
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise InvalidVideo(f"'{label}' is not a readable ZIP of masks ({err}).") from None
+    with archive:
         names = sorted((int(m.group(1)), name) for name in archive.namelist() if (m := _PNG_NAME.match(name)))
         if not names:
-            raise InvalidVideo(f"'{Path(path).name}' holds no masks named like 00000.png.")
+            raise InvalidVideo(f"'{label}' holds no masks named like 00000.png.")
         for t, (_, name) in enumerate(names):
-            with Image.open(io.BytesIO(archive.read(name))) as image:
-                grey, pixels = image.mode == "L", np.asarray(image)  # [H, W]
-            height, width = pixels.shape
+            try:
+                data = archive.read(name)
+            except (OSError, zipfile.BadZipFile) as err:  # a damaged member fails its checksum
+                raise InvalidVideo(f"The mask {name} in '{label}' cannot be read ({err}).") from None
+            image = open_mask_image(io.BytesIO(data), f"{name} in '{label}'")
+            if image.mode not in ("L", "P"):
+                raise InvalidVideo(f"The mask {name} in '{label}' is not a grey or indexed PNG ({image.mode}), as "
+                                   "export_png_zip writes them.")
+            grey, pixels = image.mode == "L", np.asarray(image)
+            height, width = size = pixels.shape  # [H, W]
+            first = first or (name, size)
+            if size != first[1]:
+                raise InvalidVideo(f"The mask {name} in '{label}' is {width}x{height} pixels, not the "
+                                   f"{first[1][1]}x{first[1][0]} of {first[0]}.")
             if grey:
                 found = [pixels > 127]
             else:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import zlib
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator, Union
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InvalidVideo
 
 
 class PackedMasks:
@@ -90,3 +94,20 @@ class PackedMasks:
 
     def __repr__(self) -> str:
         return f"PackedMasks(frames={len(self)}, height={self.height}, width={self.width})"
+
+
+def open_mask_image(source: Union[str, os.PathLike, IO[bytes]], name: str) -> Image.Image:
+    """A mask image from a file a person gave (a path or an open binary file), its pixels decoded.
+
+    Anything Pillow cannot decode whole (not an image, cut short, a damaged chunk, too many pixels) raises
+    InvalidVideo naming ``name``: Pillow signals these with OSError, SyntaxError, ValueError or its own error.
+    """
+    try:
+        with Image.open(source) as image:
+            image.load()
+            return image.copy()  # a closed image cannot be read any more
+    except UnidentifiedImageError:
+        reason = "not an image file"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    raise InvalidVideo(f"The mask {name} is not a readable image ({reason}): replace it with a complete PNG mask.")

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Iterable, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from .errors import InvalidVideo, VideoLISAError, counted
+from .masks import open_mask_image
 from .metrics import BOUNDARY_TOLERANCE, ObjectScores, boundary_radius, frame_scores
 
 PathLike = Union[str, Path]
@@ -191,14 +191,11 @@ def read_labels(path: PathLike) -> tuple[np.ndarray, bool]:
     Palette and grayscale images give their values (palette index = object id); colour images give
     one label per colour (0xRRGGBB), so that black is background and each colour an object.
     """
-    try:
-        with Image.open(path) as image:
-            if image.mode not in _VALUE_MODES:
-                rgb = np.asarray(image.convert("RGB"), dtype=np.uint32)  # [H, W, 3]
-                return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2], True
-            values = np.asarray(image)  # [H, W], or [H, W, 2] with alpha
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise InvalidVideo(f"Could not read the mask {path} as a PNG image ({err}).") from err
+    image = open_mask_image(path, str(path))
+    if image.mode not in _VALUE_MODES:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.uint32)  # [H, W, 3]
+        return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2], True
+    values = np.asarray(image)  # [H, W], or [H, W, 2] with alpha
     if values.ndim == 3:
         values = values[..., 0]
     if values.dtype == bool or values.dtype.kind == "f":
