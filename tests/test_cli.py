@@ -306,6 +306,25 @@ def test_an_output_folder_that_is_a_file_is_refused_in_words(clip, tmp_path, no_
     assert "is a file, not a folder" in err and "\n" not in err and taken.read_text() == "notes"
 
 
+def test_a_file_named_masks_in_the_output_folder_is_refused_in_words(clip, tmp_path, pipeline, monkeypatch,
+                                                                     capsys):
+    from videolisa.errors import InvalidOutput
+    from videolisa.outputs import write_outputs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "masks").write_text("notes")
+    seg = pipeline.segment(str(clip), "the bars", num_frames_sparse=4, num_frames_dense=1)
+    with pytest.raises(InvalidOutput, match="masks is a file, not a folder"):
+        write_outputs(seg, clip, out)
+    assert (out / "masks").read_text() == "notes" and not (out / "run.json").exists()
+
+    monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model loaded for a refused output folder"))
+    assert cli.main(["segment", str(clip), "x", "--out", str(out), *FAST]) == cli.EXIT_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {out / 'masks'} is a file, not a folder") and "\n" not in err
+
+
 @pytest.mark.parametrize("option, value", [("--max-frames", "-3"), ("--max-side", "-1"), ("--max-pixels", "-1"),
                                            ("--max-upload-mb", "-1"), ("--max-duration", "nan"),
                                            ("--max-frames", "2.5")])

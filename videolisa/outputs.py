@@ -31,10 +31,15 @@ def export_run(segmentations: Sequence, info, out_dir: Path, stem: str = "masks"
 
 
 def check_out_dir(video, out_dir: Path, stem: str = "masks") -> None:
-    """Refuse an output folder that is a file, or whose outputs would overwrite the input video."""
+    """Refuse an output folder that is a file or holds a file where the mask PNGs' folder goes, or whose outputs
+    would overwrite the input video."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidOutput(f"{out_dir} is a file, not a folder: choose a folder for the outputs.")
+    png_dir = out_dir / PNG_DIR_NAME
+    if (png_dir.exists() or png_dir.is_symlink()) and not png_dir.is_dir():
+        raise InvalidOutput(f"{png_dir} is a file, not a folder, and the mask PNGs go in a folder there: move the "
+                            "file or choose another output folder.")
     source = Path(video).resolve()
     folder = out_dir.resolve()
     written = {folder / name for name in (OVERLAY_NAME, *export_names(stem).values())}
