@@ -174,6 +174,45 @@ def test_notices_go_to_stderr_and_the_result_to_stdout(clip, tmp_path, shared_pi
     assert "notice: short: Only the first" in capsys.readouterr().err
 
 
+def test_the_text_answer_is_one_json_line_on_stdout(clip, tmp_path, shared_pipeline, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(clip), "the bars", "--out", str(out), "--text", *FAST]) == cli.EXIT_OK
+    first, *paths = capsys.readouterr().out.splitlines()
+    card = json.loads((out / "run.json").read_text())["targets"][0]
+    assert card["text"] and first.startswith("answer: ") and json.loads(first[len("answer: "):]) == card["text"]
+    assert len(paths) == 7 and all(re.fullmatch(r"[a-z_]+: .+", line) for line in paths)
+
+    assert cli.main(["segment", str(clip), "the bars", "--out", str(out), *FAST]) == cli.EXIT_OK
+    assert "answer: " not in capsys.readouterr().out  # no answer was generated
+
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8").split())
+    for command in ("segment", "batch"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        assert 'answer: "..." (batch: answer: ID: "...")' in " ".join(capsys.readouterr().out.split())
+    assert '`answer: "..."` line holding the answer as a JSON string' in readme and '`answer: ID: "..."`' in readme
+
+
+def test_answers_of_every_shape_stay_on_their_line_in_segment_and_batch(clip, tmp_path, shared_pipeline,
+                                                                        monkeypatch, capsys):
+    from dataclasses import replace
+
+    replies = {"the bars": 'Sure: "the bars"\nare [SEG].', "the sky": "Le ciel\tbleu \\ [SEG]"}
+    original = shared_pipeline.segment
+    monkeypatch.setattr(shared_pipeline, "segment", lambda video, prompt, **k: replace(
+        original(video, prompt, **k), text=replies[prompt]))
+    assert cli.main(["segment", str(clip), "the bars", "--out", str(tmp_path / "one"), "--text", *FAST]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "answer: " + json.dumps(replies["the bars"])
+
+    manifest = _manifest(tmp_path, [{"video": str(clip), "prompt": prompt, "id": name}
+                                    for name, prompt in (("a", "the bars"), ("b", "the sky"))])
+    assert cli.main(["batch", str(manifest), "--out", str(tmp_path / "batch"), "--text", *FAST]) == cli.EXIT_OK
+    assert sorted(capsys.readouterr().out.splitlines()) == [
+        f"answer: {name}: {json.dumps(replies[prompt])}" for name, prompt in (("a", "the bars"), ("b", "the sky"))]
+
+
 def test_what_post_optimization_did_is_a_notice(clip, tmp_path, shared_pipeline, monkeypatch, capsys):
     from dataclasses import replace
 

@@ -58,7 +58,9 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dense", type=int, default=NUM_FRAMES_DENSE, help="T_dense (default: %(default)s)")
     group.add_argument("--post-optimize", action="store_true",
                        help="refine the masks by propagating the dense frames' masks with SAM 2 (needs --sam2)")
-    group.add_argument("--text", action="store_true", help="also generate the model's text answer")
+    group.add_argument("--text", action="store_true",
+                       help="also generate the model's text answer and print it on stdout as one line, "
+                            'answer: "..." (batch: answer: ID: "..."), the answer written as a JSON string')
     limits = parser.add_argument_group("limits (opt-in; none by default)")
     limits.add_argument("--max-duration", type=_limit(float), default=None, metavar="SECONDS",
                         help="process only the first SECONDS of each video")
@@ -205,7 +207,8 @@ class _Bar:
 
 def _segment_one(pipe, video: Path, prompt: str, out: Path, args, limits: Limits, style,
                  overlay: bool = True, label: str = "") -> dict:
-    """Segment one video into ``out``; its notices go to stderr, after ``label`` when there is one."""
+    """Segment one video into ``out``; its notices go to stderr and its text answer (if generated) to stdout,
+    after ``label`` when there is one."""
     from tqdm import tqdm
 
     from .outputs import check_out_dir, write_outputs
@@ -221,7 +224,11 @@ def _segment_one(pipe, video: Path, prompt: str, out: Path, args, limits: Limits
         bar.close()
     for sentence in run_notices([seg]):
         tqdm.write(f"notice: {label}{sentence}", file=sys.stderr)  # above a batch's bar, not through it
-    return write_outputs(seg, video, out, style=style, keep_audio=not args.no_audio, overlay=overlay)
+    paths = write_outputs(seg, video, out, style=style, keep_audio=not args.no_audio, overlay=overlay)
+    if seg.text is not None:
+        # A JSON string keeps an answer with line breaks or quotes on one line that a script can read back.
+        tqdm.write(f"answer: {label}{json.dumps(seg.text, ensure_ascii=False)}", file=sys.stdout)
+    return paths
 
 
 def run_segment(args) -> int:
