@@ -515,4 +515,5 @@ def test_tiny_mode_writes_a_random_checkpoint_and_says_so():
     engine = serving.load_from_environment({"VIDEOLISA_MODEL": "tiny"})
     assert engine.status.ready and engine.status.tiny
     assert Path(engine.pipeline.sam2).is_dir()  # post-optimization works in the preview too
+    assert engine.pipeline.load_post_optimizer().name == "tiny random preview"  # what its notices say, not the folder
     assert "meaningless" in page._banner_html(engine.status)

@@ -62,6 +62,10 @@ def test_model_tiny_is_a_labelled_preview(clip, tmp_path, monkeypatch, capsys):
     target = json.loads((out / "run.json").read_text())["targets"][0]
     assert target["model"]["model"] == "tiny"
     assert target["post_optimization"]["applied"]  # on a tiny SAM 2, not the released one from the hub
+    # ... named as one, not by the folder it lived in for the command
+    assert target["post_optimization"]["model"] == "tiny random preview"
+    assert "notice: SAM 2 (tiny random preview) propagated the masks" in err
+    assert not any(str(folder) in err for folder in made)
     assert made and not any(folder.exists() for folder in made)  # the preview's checkpoints went with the command
 
 

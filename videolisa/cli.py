@@ -158,15 +158,15 @@ def _style(args):
 def _load(args):
     from .pipeline import load_pipeline
 
-    model, sam2 = args.model, args.sam2
+    model, sam2, sam2_name = args.model, args.sam2, None
     tiny = model.strip().lower() == TINY
     if tiny:
         print(f"warning: --model {TINY} runs a tiny random checkpoint, a preview of the command line: its masks "
               f"and answers are meaningless. Leave --model out (the released {DEFAULT_MODEL}) or pass a checkpoint "
               "for real results.", file=sys.stderr)
-        model, sam2 = _write_tiny(args)
+        model, sam2, sam2_name = _write_tiny(args)
     pipe = load_pipeline(model, vision_tower=args.vision_tower, device=args.device, dtype=args.dtype,
-                         revision=args.revision, sam2=sam2)
+                         revision=args.revision, sam2=sam2, sam2_name=sam2_name)
     if tiny:
         from dataclasses import replace
 
@@ -174,18 +174,19 @@ def _load(args):
     return pipe
 
 
-def _write_tiny(args) -> tuple[str, str]:
-    """The tiny random checkpoints, in a folder that goes when the command ends; returns (model, SAM 2)."""
+def _write_tiny(args) -> tuple[str, str, Optional[str]]:
+    """The tiny random checkpoints, in a folder that goes when the command ends; returns (model, SAM 2, and the
+    name notices give a tiny SAM 2 instead of that folder, or None for the one the user named)."""
     from .model.tiny import write_tiny_checkpoint
 
     root = Path(args.resources.enter_context(tempfile.TemporaryDirectory(prefix="videolisa-tiny-",
                                                                          ignore_cleanup_errors=True)))
     model, sam2 = str(write_tiny_checkpoint(root / "videolisa")), args.sam2
     if args.post_optimize and sam2 == DEFAULT_SAM2:  # as in the app, a tiny model comes with a tiny SAM 2
-        from .model.tiny_sam2 import write_tiny_sam2
+        from .model.tiny_sam2 import TINY_SAM2_NAME, write_tiny_sam2
 
-        sam2 = str(write_tiny_sam2(root / "sam2"))
-    return model, sam2
+        return model, str(write_tiny_sam2(root / "sam2")), TINY_SAM2_NAME
+    return model, sam2, None
 
 
 class _Bar:

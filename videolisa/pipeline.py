@@ -209,9 +209,11 @@ class VideoLISAPipeline:
     """A loaded VideoLISA model and the caches that make repeated prompts on one video cheap."""
 
     def __init__(self, model: VideoLISAModel, sam2: Optional[str] = DEFAULT_SAM2, limits: Limits = NO_LIMITS,
-                 sam_batch_size: Optional[int] = None, cache_mb: Optional[float] = None):
+                 sam_batch_size: Optional[int] = None, cache_mb: Optional[float] = None,
+                 sam2_name: Optional[str] = None):
         self.model = model
         self.sam2 = sam2  # None: post-optimization is switched off (and says so)
+        self.sam2_name = sam2_name  # what notices call SAM 2 (default: sam2), e.g. for a temporary checkpoint
         self.limits = _checked_limits(limits, NO_LIMITS)
         self.sam_batch_size = (default_sam_batch(model.device.type) if sam_batch_size is None
                                else whole_number("sam_batch_size", sam_batch_size, 1))
@@ -344,7 +346,7 @@ class VideoLISAPipeline:
         if not self.sam2:
             raise ModelUnavailable("No SAM 2 checkpoint is configured for post-optimization.")
         if self._post_optimizer is None:
-            self._post_optimizer = PostOptimizer.load(self.sam2, device=self.model.device)
+            self._post_optimizer = PostOptimizer.load(self.sam2, device=self.model.device, name=self.sam2_name)
         return self._post_optimizer
 
     # ------------------------------------------------------------------ checks

@@ -206,8 +206,11 @@ class PostOptimizer:
         absent_rule: AbsentRule = AbsentRule(),
         chunk_frames: int = DEFAULT_CHUNK_FRAMES,
         offload: bool | None = None,
+        name: str | None = None,
     ) -> PostOptimizer:
         """Load a SAM 2 video checkpoint: a hub id (e.g. ``facebook/sam2.1-hiera-large``) or a local directory.
+
+        ``name`` is what the records call it (default: ``model``), e.g. for a checkpoint in a temporary folder.
 
         Hub ids go through ``huggingface_hub``, so its cache and ``HF_HUB_OFFLINE`` apply. Defaults: CUDA
         when available, in bfloat16 with the video and tracking state kept in host memory (``offload``);
@@ -228,7 +231,8 @@ class PostOptimizer:
                 f"Hugging Face hub is reachable (`hf download {model}`) and run with that cache, or pass a "
                 "local directory holding the checkpoint saved with save_pretrained."
             ) from err
-        return cls(network, processor, name=model, absent_rule=absent_rule, chunk_frames=chunk_frames, offload=offload)
+        return cls(network, processor, name=name or model, absent_rule=absent_rule, chunk_frames=chunk_frames,
+                   offload=offload)
 
     def refine(
         self,

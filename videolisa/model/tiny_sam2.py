@@ -25,6 +25,8 @@ from transformers import (
 
 # Input side of the tiny model; must be a multiple of 32 (the Hiera backbone downsamples by 32).
 TINY_IMAGE_SIZE = 128
+# What notices and run cards call a tiny SAM 2 that lives in a temporary folder.
+TINY_SAM2_NAME = "tiny random preview"
 # Width of the FPN, prompt, mask-decoder and memory features. SAM 2 needs a multiple of 64 above 64:
 # the object pointer is split into chunks of the 64-channel memory width.
 TINY_HIDDEN = 128

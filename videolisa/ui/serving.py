@@ -130,13 +130,15 @@ def load_from_environment(env: Mapping[str, str]) -> Engine:
     tiny = model.lower() == TINY
     sam2 = env.get("VIDEOLISA_SAM2", TINY if tiny else DEFAULT_SAM2).strip()
     sam2 = None if sam2.lower() in SAM2_OFF else sam2
+    sam2_name = None
     try:
         if tiny:
-            model, sam2 = _write_tiny(sam2)
+            model, sam2, sam2_name = _write_tiny(sam2)
         device = _torch_device()
         # ZeroGPU wants the weights loaded on the CPU and moved with .to("cuda") at import time.
         pipeline = load_pipeline(model, vision_tower=env.get("VIDEOLISA_VISION_TOWER") or None, device="cpu",
-                                 dtype="bfloat16" if device.type == "cuda" else None, sam2=sam2, limits=APP_LIMITS)
+                                 dtype="bfloat16" if device.type == "cuda" else None, sam2=sam2, limits=APP_LIMITS,
+                                 sam2_name=sam2_name)
         if device.type == "cuda":
             pipeline.to(device)
             _preload_post_optimizer(pipeline)
@@ -147,16 +149,17 @@ def load_from_environment(env: Mapping[str, str]) -> Engine:
     return Engine(pipeline, ModelStatus(ready=True, tiny=tiny, label=TINY if tiny else model))
 
 
-def _write_tiny(sam2: Optional[str]) -> tuple[str, Optional[str]]:
-    """Write the tiny random checkpoints into a fresh directory; returns (model dir, SAM 2 dir or None)."""
+def _write_tiny(sam2: Optional[str]) -> tuple[str, Optional[str], Optional[str]]:
+    """Write the tiny random checkpoints into a fresh directory; returns (model dir, SAM 2 dir or None, the name
+    notices give a tiny SAM 2, rather than its temporary folder)."""
     from ..model.tiny import write_tiny_checkpoint
-    from ..model.tiny_sam2 import write_tiny_sam2
+    from ..model.tiny_sam2 import TINY_SAM2_NAME, write_tiny_sam2
 
     root = Path(tempfile.mkdtemp(prefix="videolisa-tiny-"))
     model = str(write_tiny_checkpoint(root / "videolisa"))
     if sam2 == TINY:
-        sam2 = str(write_tiny_sam2(root / "sam2"))
-    return model, sam2
+        return model, str(write_tiny_sam2(root / "sam2")), TINY_SAM2_NAME
+    return model, sam2, None
 
 
 def _preload_post_optimizer(pipeline) -> None:
