@@ -67,6 +67,22 @@ def test_model_tiny_is_a_labelled_preview(clip, tmp_path, monkeypatch, capsys):
     assert "notice: SAM 2 (tiny random preview) propagated the masks" in err
     assert not any(str(folder) in err for folder in made)
     assert made and not any(folder.exists() for folder in made)  # the preview's checkpoints went with the command
+    assert "Writing model shards" not in err and "Loading weights" not in err  # the library's bars stay quiet
+
+
+def test_a_real_sam2_keeps_its_loading_bar_even_in_a_tiny_preview(clip, tiny_checkpoint, tmp_path, capsys):
+    from transformers.utils import logging as hf_logging
+
+    from videolisa.model.tiny_sam2 import write_tiny_sam2
+
+    sam2 = write_tiny_sam2(tmp_path / "sam2")  # a checkpoint the user names, as a real one would be
+    capsys.readouterr()
+    for model in ("tiny", str(tiny_checkpoint)):
+        assert cli.main(["segment", str(clip), "the bars", "--model", model, "--post-optimize", "--sam2", str(sam2),
+                         "--out", str(tmp_path / "out"), *FAST]) == cli.EXIT_OK
+        err = capsys.readouterr().err
+        assert "Loading weights" in err and f"notice: SAM 2 ({sam2}) propagated" in err
+        assert hf_logging.is_progress_bar_enabled()
 
 
 def test_batch_resumes_lists_failures_and_feeds_score(clip, tmp_path, shared_pipeline, capsys):

@@ -156,22 +156,39 @@ def _style(args):
 
 
 def _load(args):
+    from dataclasses import replace
+
     from .pipeline import load_pipeline
 
-    model, sam2, sam2_name = args.model, args.sam2, None
-    tiny = model.strip().lower() == TINY
-    if tiny:
-        print(f"warning: --model {TINY} runs a tiny random checkpoint, a preview of the command line: its masks "
-              f"and answers are meaningless. Leave --model out (the released {DEFAULT_MODEL}) or pass a checkpoint "
-              "for real results.", file=sys.stderr)
+    options = dict(vision_tower=args.vision_tower, device=args.device, dtype=args.dtype, revision=args.revision)
+    if args.model.strip().lower() != TINY:
+        return load_pipeline(args.model, sam2=args.sam2, **options)
+    print(f"warning: --model {TINY} runs a tiny random checkpoint, a preview of the command line: its masks "
+          f"and answers are meaningless. Leave --model out (the released {DEFAULT_MODEL}) or pass a checkpoint "
+          "for real results.", file=sys.stderr)
+    # Writing and loading the preview's tiny checkpoints takes no time: the library's bars for it are only clutter.
+    # A real checkpoint (a SAM 2 the user named) still loads later, with its bars.
+    with _library_bars_off():
         model, sam2, sam2_name = _write_tiny(args)
-    pipe = load_pipeline(model, vision_tower=args.vision_tower, device=args.device, dtype=args.dtype,
-                         revision=args.revision, sam2=sam2, sam2_name=sam2_name)
-    if tiny:
-        from dataclasses import replace
-
-        pipe.model.info = replace(pipe.model.info, model=TINY)  # the run card says what was asked for
+        pipe = load_pipeline(model, sam2=sam2, sam2_name=sam2_name, **options)
+        if sam2_name is not None:
+            pipe.load_post_optimizer()  # the tiny SAM 2 loads now, not at the first run, when bars are back on
+    pipe.model.info = replace(pipe.model.info, model=TINY)  # the run card says what was asked for
     return pipe
+
+
+@contextlib.contextmanager
+def _library_bars_off():
+    """transformers' progress bars (and the hub's) off for the block, as they were after it."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _write_tiny(args) -> tuple[str, str, Optional[str]]:
