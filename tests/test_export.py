@@ -192,3 +192,18 @@ def test_a_single_mask_video_is_white_on_black_at_an_odd_size(tmp_path):
     inside, outside = frames[truth[..., None].repeat(3, -1)], frames[~truth[..., None].repeat(3, -1)]
     assert np.median(inside) >= 250 and np.median(outside) <= 5
     assert np.mean((media.luma(frames) > 128) != truth) < 0.01
+
+
+def test_the_mask_video_of_a_vfr_source_keeps_each_mask_at_its_frames_time(pipeline, tmp_path):
+    from videolisa import outputs
+
+    source = media.make_clip(tmp_path, "vfr", vfr=True, frames=10, audio=False)
+    info = video.probe(source)
+    assert info.is_variable_frame_rate
+    seg = pipeline.segment(str(source), "the moving square", num_frames_sparse=4, num_frames_dense=1)
+    paths = outputs.export_run([seg], info, tmp_path / "out")
+    written = video.probe(paths["mask_video"])
+    assert written.num_frames == 10
+    assert written.frame_times == pytest.approx([t - info.frame_times[0] for t in info.frame_times], abs=1e-5)
+    masks = video.read_frames(paths["mask_video"], range(10))
+    assert all(np.array_equal(masks[i][..., 0] > 127, np.asarray(seg.masks[i])) for i in range(10))

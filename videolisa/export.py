@@ -238,20 +238,24 @@ def read_rle_json(path: PathLike) -> list[PackedMasks]:
 # --------------------------------------------------------------------------------------- mask video
 
 
-def export_mask_video(masks_per_object: Sequence[PackedMasks], path: PathLike,
-                      fps: Union[float, Fraction]) -> Path:
-    """The masks alone as an H.264 MP4 (white on black, or DAVIS colours for several objects)."""
+def export_mask_video(masks_per_object: Sequence[PackedMasks], path: PathLike, fps: Union[float, Fraction],
+                      frame_times: Optional[Sequence[float]] = None) -> Path:
+    """The masks alone as an H.264 MP4 (white on black, or DAVIS colours for several objects).
+
+    ``frame_times`` (``video.source_timeline``) shows each mask at its frame's own time, for a
+    variable-frame-rate source; without, the masks follow one another at ``fps``.
+    """
     _, _, height, width = _shape(masks_per_object)
     if len(masks_per_object) == 1:
         # White on black has no colour: its luma plane goes to the encoder as is, with neutral chroma and the
         # tags of the RGB path, instead of RGB frames for FFmpeg to convert (40 % faster, the same pictures).
         neutral = np.full(((height + 1) // 2, (width + 1) // 2), 128, np.uint8)
-        with VideoWriter(path, width, height, fps, yuv_tags=BT709_TAGS) as writer:
+        with VideoWriter(path, width, height, fps, yuv_tags=BT709_TAGS, frame_times=frame_times) as writer:
             for (mask,) in _frame_masks(masks_per_object):
                 luma = mask.view(np.uint8) * np.uint8(219) + np.uint8(16)  # limited range: 16 black, 235 white
                 writer.write_yuv420(Yuv420Frame(luma, neutral, neutral, "bt709", False, BT709_TAGS))
         return writer.result.path
-    with VideoWriter(path, width, height, fps) as writer:
+    with VideoWriter(path, width, height, fps, frame_times=frame_times) as writer:
         for masks in _frame_masks(masks_per_object):
             writer.write(DAVIS_PALETTE[label_map(masks)])  # [H, W, 3]
     return writer.result.path
@@ -323,11 +327,11 @@ def export_names(stem: str = "masks") -> dict[str, str]:
 
 def export_all(masks_per_object: Sequence[PackedMasks], out_dir: PathLike, card: dict,
                fps: Union[float, Fraction], first_frame: int = 0, stem: str = "masks",
-               card_file: bool = True) -> dict[str, Path]:
+               card_file: bool = True, frame_times: Optional[Sequence[float]] = None) -> dict[str, Path]:
     """Every export into ``out_dir``; returns their paths by kind.
 
     ``card_file=False`` leaves ``run.json`` out (the zip still holds the card), for a caller that writes it
-    once its own files are in place.
+    once its own files are in place. ``frame_times`` goes to the mask video (``export_mask_video``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -336,7 +340,7 @@ def export_all(masks_per_object: Sequence[PackedMasks], out_dir: PathLike, card:
         "png_zip": export_png_zip(masks_per_object, path["png_zip"], first_frame, card=card),
         "npz": export_npz(masks_per_object, path["npz"], first_frame),
         "rle_json": export_rle_json(masks_per_object, path["rle_json"], first_frame),
-        "mask_video": export_mask_video(masks_per_object, path["mask_video"], fps),
+        "mask_video": export_mask_video(masks_per_object, path["mask_video"], fps, frame_times),
     }
     if card_file:
         paths["run_card"] = write_run_card(card, path["run_card"])

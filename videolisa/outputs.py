@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 from .errors import InvalidOutput
 from .export import RUN_CARD_NAME, export_all, export_names, write_run_card
 from .render import OverlayStyle, render_video
-from .video import probe
+from .video import probe, source_timeline
 
 OVERLAY_NAME = "overlay.mp4"
 PNG_DIR_NAME = "masks"
@@ -25,9 +25,14 @@ def run_card(segmentations: Sequence, info) -> dict:
 
 def export_run(segmentations: Sequence, info, out_dir: Path, stem: str = "masks",
                card_file: bool = True) -> dict[str, Path]:
-    """Every export of one run: the targets as one indexed mask, and a run card with one entry per target."""
+    """Every export of one run: the targets as one indexed mask, and a run card with one entry per target.
+
+    The mask video keeps the frames' own times of a variable-frame-rate source, as the overlay does.
+    """
+    first = segmentations[0]
+    timeline = source_timeline(info, first.frame_offset, first.frame_offset + first.num_frames)
     return export_all([s.masks for s in segmentations], out_dir, run_card(segmentations, info), fps=info.frame_rate,
-                      first_frame=segmentations[0].frame_offset, stem=stem, card_file=card_file)
+                      first_frame=first.frame_offset, stem=stem, card_file=card_file, frame_times=timeline)
 
 
 def check_out_dir(video, out_dir: Path, stem: str = "masks") -> None:
