@@ -342,6 +342,39 @@ def test_on_zero_gpu_a_run_over_the_gpu_cap_is_shortened_with_a_notice(served, m
     assert out[-2]["processed_frames"] == [0, 3]
 
 
+def test_a_share_link_holds_the_values_shown_through_updates():
+    """Gradio writes a share link from the session's copy of the page: updates must not move or drop values."""
+    import urllib.request
+
+    import gradio as gr
+    from gradio_client import Client
+
+    from videolisa.ui import sharing
+
+    sharing.install()
+    with gr.Blocks() as demo:
+        prompt = gr.Textbox(elem_id="prompt")
+        answer = gr.Textbox(visible=False, elem_id="answer")
+        gr.Button().click(lambda: gr.skip(), None, prompt, api_name="skip")  # replaces the session's textbox
+        gr.Button().click(lambda text: text.upper(), prompt, answer, api_name="answer").then(
+            lambda: gr.update(visible=True), None, answer, api_name="reveal")  # a visibility update after the value
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        client.predict(api_name="/skip")
+        client.predict("the cat", api_name="/answer")
+        client.predict(api_name="/reveal")
+        with urllib.request.urlopen(f"{url}gradio_api/deep_link?session_hash={client.session_hash}") as reply:
+            link = json.loads(reply.read())
+        saved = json.loads((Path(demo.server_app.uploaded_file_dir) / "deep_links" / link / "state.json").read_text())
+        by_elem = {c["props"].get("elem_id"): c for c in saved}
+        assert {c["id"] for c in saved} <= set(demo.blocks)  # every saved component is one of the page's
+        assert by_elem["prompt"]["id"] == prompt._id and by_elem["prompt"]["props"]["value"] == "the cat"
+        assert by_elem["answer"]["props"]["value"] == "THE CAT" and by_elem["answer"]["props"]["visible"] is True
+    finally:
+        demo.close()
+
+
 def test_url_parameters_open_an_example_with_its_prompt(served):
     from videolisa.ui import page
     from videolisa.ui.examples import load_examples

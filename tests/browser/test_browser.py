@@ -163,3 +163,68 @@ def test_banner_and_notices_stay_readable_in_either_colour_scheme(browser_page, 
         assert len(ratios) >= 6 and min(ratios) >= 4.5, ratios
     finally:
         context.close()
+
+
+def _click_slider(page, elem_id: str, fraction: float) -> None:
+    slider = page.locator(f"#{elem_id} input[type=range]")
+    slider.scroll_into_view_if_needed()
+    box = slider.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * fraction, box["y"] + box["height"] / 2)
+
+
+def test_a_shared_link_restores_the_result_its_inputs_settings_and_look(browser_page, tmp_path):
+    app, page = browser_page
+    browser = page.context.browser
+    clip = make_clip(tmp_path, "shared_clip", size=(160, 120), frames=4, fps=8, audio=True)
+    sharing = browser.new_context(viewport={"width": 1400, "height": 1000},
+                                  permissions=["clipboard-read", "clipboard-write"])
+    opening = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        sharer = sharing.new_page()
+        sharer.set_default_timeout(60_000)
+        sharer.goto(app["url"])
+        sharer.locator("input[type=file]").first.set_input_files(str(clip))
+        sharer.locator("#vl-summary").get_by_text("All 4 frames will be segmented").wait_for()
+        sharer.get_by_label("What should be segmented?").fill("the moving square")
+        sharer.locator("#vl-settings").get_by_text("Settings").click()
+        sharer.locator("#vl-sparse input[type=number]").fill("5")
+        sharer.locator("#vl-sparse input[type=number]").press("Enter")
+        _click_slider(sharer, "vl-opacity", 0.9)  # a look control touched before the run
+        opacity = sharer.locator("#vl-opacity input[type=range]").input_value()
+        calls = app["calls"].calls
+        sharer.locator("#vl-run").click()
+        sharer.wait_for_function(RESULT_DECODED, arg=None)
+        sharer.locator("#vl-answer").get_by_text("the moving square").wait_for()
+        keyframes = sharer.locator("#vl-keyframes img").count()
+        assert keyframes >= 1 and app["calls"].calls == calls + 1
+
+        sharer.get_by_role("button", name="Share this result").click()
+        # The button copies the link once the server has saved the page: poll the clipboard (the check cannot
+        # wait for a promise, so each poll reads it for the next one).
+        link = sharer.wait_for_function("""() => {
+            navigator.clipboard.readText().then(text => { window.copiedLink = text; });
+            return window.copiedLink?.includes('deep_link=') ? window.copiedLink : null;
+        }""").json_value()
+
+        restored = opening.new_page()
+        restored.set_default_timeout(60_000)
+        restored.goto(link)
+        first_src = restored.wait_for_function(RESULT_DECODED, arg=None).json_value()
+        restored.locator("#vl-answer").get_by_text("the moving square").wait_for()
+        assert restored.get_by_label("What should be segmented?").input_value() == "the moving square"
+        assert restored.locator("#vl-video video").count() == 1  # the input, ready to run again
+        restored.locator("#vl-summary").get_by_text("All 4 frames will be segmented").wait_for()
+        restored.wait_for_function("n => document.querySelectorAll('#vl-keyframes img').length === n", arg=keyframes)
+        restored.wait_for_function("() => { const i = document.querySelector('#vl-timeline img');"
+                                   " return i !== null && i.complete && i.naturalWidth > 0; }")
+        restored.locator("#vl-settings").get_by_text("Settings").click()
+        assert restored.locator("#vl-sparse input[type=number]").input_value() == "5"
+        assert restored.locator("#vl-opacity input[type=range]").input_value() == opacity
+
+        # The result came back with the page: a new look redraws it there, without the model.
+        _click_slider(restored, "vl-opacity", 0.2)
+        restored.wait_for_function(RESULT_DECODED, arg=first_src)
+        assert app["calls"].calls == calls + 1
+    finally:
+        sharing.close()
+        opening.close()

@@ -20,7 +20,7 @@ import gradio as gr
 from ..errors import InvalidPrompt, InvalidVideo, VideoLISAError
 from ..settings import APP_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, env_number
 from ..source import check_file, frames_to_process, probe_within
-from . import files, results, serving, uploads
+from . import files, results, serving, sharing, uploads
 from .examples import Example, find_example, load_examples
 from .inputs import choice, image_input, setting
 from .results import Look, RunResult
@@ -226,6 +226,7 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
     """The whole page. ``cache_examples`` defaults to lazy caching when the real model is loaded."""
     status = serving.engine().status
     examples = load_examples(examples_dir)
+    sharing.install()
     if cache_examples is None:
         cache_examples = status.ready and not status.tiny
 
@@ -239,7 +240,8 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
             with gr.Column(scale=3):
                 with gr.Tabs(selected="video") as tabs:
                     with gr.Tab("Video", id="video"):
-                        video = gr.Video(label="Video", sources=["upload", "webcam"], height=360)
+                        video = gr.Video(label="Video", sources=["upload", "webcam"], height=360,
+                                         elem_id="vl-video")
                     with gr.Tab("Image", id="image"):
                         image = image_input(label="Image", sources=["upload", "clipboard"], height=360)
                 summary = gr.Markdown(_describe(None, None), elem_classes="vl-limits", elem_id="vl-summary")
@@ -255,7 +257,8 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                 with gr.Accordion("Settings", open=False, elem_id="vl-settings"):
                     with gr.Row():
                         sparse_frames = setting(4, 64, value=NUM_FRAMES_SPARSE, step=1, label="T_sparse",
-                                                  info="Frames the model samples over the video.")
+                                                  info="Frames the model samples over the video.",
+                                                  elem_id="vl-sparse")
                         dense_frames = setting(1, 8, value=NUM_FRAMES_DENSE, step=1, label="T_dense",
                                                  info="Of those, frames seen in full detail.")
                     with gr.Row():
@@ -273,8 +276,9 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                         dim_background = setting(0, 1, value=DEFAULT_LOOK.dim_background, step=0.05,
                                                    label="Dim the background")
                 gr.DeepLinkButton(value="Share this result", size="md")
-                gr.Markdown("A shared link lasts while this server keeps its files; `?example=<id>` links to an "
-                            "example last for good.", elem_classes="vl-limits")
+                gr.Markdown("A shared link reopens this page with the result, its input, prompt, settings and look, "
+                            "while this server keeps its files; `?example=<id>` links to an example last for good.",
+                            elem_classes="vl-limits")
         examples_area = gr.Column()
 
         with gr.Row(equal_height=False):
@@ -346,7 +350,10 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
         def open_from_url(request: gr.Request):
             return _open_from_url(examples, request)
 
-        demo.load(open_from_url, None, [video, image, prompts], api_visibility="private")
+        # A shared link brings back the page's values, not the session's result: rebuild it from the
+        # input and the downloads, so that a new look redraws it there too.
+        demo.load(open_from_url, None, [video, image, prompts], api_visibility="private").then(
+            _restore_shared, [video, image, *downloads], state, api_visibility="private")
     return demo
 
 
@@ -368,23 +375,35 @@ def _run_example(video, image, prompts):
     return (overlay, answer, gallery, *downloads_and_details)
 
 
+def _restored(source: Optional[str], downloads) -> Optional[RunResult]:
+    """A result rebuilt from its input and downloads, or None where they are missing or cannot be read."""
+    if not source or not all(downloads):
+        return None
+    run_dir = files.new_request_dir()
+    try:
+        return results.restore(source, results.Exports(*map(Path, downloads)), str(run_dir))
+    except (VideoLISAError, OSError, ValueError, KeyError, TypeError):
+        log.exception("A result could not be restored from its downloads")
+        files.remove_request_dir(str(run_dir))
+        return None
+
+
 def _restore_cached(video, image, *downloads_and_state):
     """A cached example's outputs come from Gradio's cache without a session state: rebuild the state from
     its downloads, so that a new look redraws it, and draw its timeline. Returns (state, comparison,
     timeline); where the downloads cannot be read the look simply waits for Run."""
     *downloads, previous = downloads_and_state
-    source = video or image
-    if not source or not all(downloads):
-        return gr.skip(), None, None
-    run_dir = files.new_request_dir()
-    try:
-        result = results.restore(source, results.Exports(*map(Path, downloads)), str(run_dir))
-    except (VideoLISAError, OSError, ValueError, KeyError, TypeError):
-        log.exception("A cached example could not be restored from its downloads")
-        files.remove_request_dir(str(run_dir))
+    result = _restored(video or image, downloads)
+    if result is None:
         return gr.skip(), None, None
     _forget(previous)
     return result, None, results.timeline(result, DEFAULT_LOOK)  # examples are drawn in the default look
+
+
+def _restore_shared(video, image, *downloads):
+    """The state of a page opened from a shared link, whose values came back without it (else unchanged)."""
+    result = _restored(video or image, downloads)
+    return gr.skip() if result is None else result
 
 
 def _on_new_input(previous: Optional[RunResult], source: Optional[str]):
