@@ -246,6 +246,35 @@ def test_a_run_restored_from_its_downloads_shows_and_redraws_like_the_original(s
         assert redrawn[1] == results.answer_html(original, look)
 
 
+def test_a_new_input_empties_the_result_and_a_look_without_result_says_why(served, clip, monkeypatch):
+    import gradio as gr
+
+    from videolisa.ui import page
+
+    said = []
+    monkeypatch.setattr(gr, "Info", lambda message, **kwargs: said.append(("info", message)))
+    monkeypatch.setattr(gr, "Warning", lambda message, **kwargs: said.append(("warning", message)))
+    # Nothing was run yet: the look applies to the next run.
+    assert page.restyle(None, "#ff0000", 0.5, "on", 0.0, page.ANSWER_PLACEHOLDER) == (gr.skip(),) * 5
+    assert said == [("info", "There is no result to redraw yet: press Run, and it will be drawn in this look.")]
+    # A result is on the page but no longer in the session (expired, or the session was evicted).
+    shown = _run_direct(served, clip)[1]
+    assert page.restyle(None, "#ff0000", 0.5, "on", 0.0, shown) == (gr.skip(),) * 5
+    assert said[-1][0] == "warning" and "no longer holds this result" in said[-1][1] and "press Run" in said[-1][1]
+
+    # A new upload, a cleared input or the Clear button empties the whole result area, as a new page has it.
+    demo = page.build_demo(ROOT / "assets", ROOT / "examples", cache_examples=False)
+    segment = next(fn for fn in demo.fns.values() if fn.name == "segment")
+    clearing = [fn for fn in demo.fns.values() if fn.name == "_cleared_result"]
+    assert all(fn.outputs == segment.outputs[:-1] for fn in clearing)  # everything a run shows, not the state
+    triggers = {(type(demo.blocks[block_id]).__name__, event) for fn in clearing for block_id, event in fn.targets}
+    assert triggers == {("Video", "input"), ("Image", "input"), ("ClearButton", "click")}
+    overlay, answer, comparison, keyframes, timeline, *downloads, details = page._cleared_result()
+    assert overlay is None and answer == page.ANSWER_PLACEHOLDER and keyframes == [] and details is None
+    assert all(u == {"__type__": "update", "value": None, "visible": False} for u in (comparison, timeline, *downloads))
+    assert len(downloads) == 5
+
+
 def test_a_cached_example_gets_a_state_that_a_new_input_replaces(served, clip, tmp_path):
     import gradio as gr
 

@@ -228,3 +228,37 @@ def test_a_shared_link_restores_the_result_its_inputs_settings_and_look(browser_
     finally:
         sharing.close()
         opening.close()
+
+
+def test_a_new_input_or_clear_empties_the_result_and_a_new_look_says_why(browser_page, tmp_path):
+    app, page = browser_page
+    first = make_clip(tmp_path, "first_clip", size=(160, 120), frames=4, fps=8)
+    second = make_clip(tmp_path, "second_clip", size=(128, 96), frames=3, fps=8)
+    page.goto(app["url"])
+    upload = page.locator("#vl-video input[type=file]")
+    for change in ("upload", "clear"):
+        upload.set_input_files(str(first))
+        page.locator("#vl-summary").get_by_text("All 4 frames will be segmented").wait_for()
+        page.get_by_label("What should be segmented?").fill("the moving square")
+        page.locator("#vl-run").click()
+        page.wait_for_function(RESULT_DECODED, arg=None)
+        page.locator("#vl-answer .vl-target").wait_for()
+        page.get_by_role("button", name="PNG zip").wait_for()
+
+        if change == "upload":
+            page.locator("#vl-video").get_by_label("Clear").click()
+            page.locator("#vl-video input[type=file]").set_input_files(str(second))
+            page.locator("#vl-summary").get_by_text("All 3 frames will be segmented").wait_for()
+        else:
+            page.locator("#vl-clear").click()
+        page.locator("#vl-answer .vl-placeholder").wait_for()
+        assert page.locator("#vl-result video").count() == 0
+        assert page.locator("#vl-keyframes img").count() == 0
+        page.get_by_role("button", name="PNG zip").wait_for(state="hidden")
+        assert not page.locator("#vl-timeline").is_visible()
+
+        page.locator("#vl-settings").get_by_text("Settings").click()
+        _click_slider(page, "vl-opacity", 0.3 if change == "upload" else 0.7)
+        page.get_by_text("There is no result to redraw yet").wait_for()
+        page.locator("#vl-settings").get_by_text("Settings").click()
+        page.reload()

@@ -43,6 +43,7 @@ HOW_IT_WORKS = (
     "segment the target on every frame."
 )
 ANSWER_PLACEHOLDER = '<div class="vl-placeholder">The model\'s answer appears here, coloured like its mask.</div>'
+EXPORT_LABELS = ("PNG zip", "NumPy npz", "COCO RLE", "Mask video", "Run card")  # in results.EXPORT_KINDS order
 CONTOUR_CHOICES = (("fill + outline", "on"), ("outline only", "only"), ("fill only", "off"))  # render's modes
 DEFAULT_LOOK = Look()
 
@@ -206,9 +207,21 @@ def segment(video: Optional[str], image: Optional[str], prompts: str, sparse_fra
     return (*visible, *(str(p) for p in result.exports.paths()), results.details(result), result)
 
 
-def restyle(result: Optional[RunResult], color, opacity, contour, dim_background, progress=gr.Progress()):
-    """Re-render this session's last result with a new look: no model call."""
+def restyle(result: Optional[RunResult], color, opacity, contour, dim_background, shown: Optional[str] = None,
+            progress=gr.Progress()):
+    """Re-render this session's last result with a new look: no model call.
+
+    Without a result in the session the page says why nothing is redrawn: ``shown`` is the answer on
+    the page, which tells a page with no result yet from one whose result the server no longer holds.
+    """
     if result is None:
+        if shown and shown != ANSWER_PLACEHOLDER:
+            gr.Warning(f"The server no longer holds this result (results are kept for {files.OUTPUT_TTL_S // 3600} "
+                       "hours), so it cannot be redrawn: press Run to make it again in this look.",
+                       title="Nothing to redraw")
+        else:
+            gr.Info("There is no result to redraw yet: press Run, and it will be drawn in this look.",
+                    title="Nothing to redraw")
         return (gr.skip(),) * 5
     try:
         look = _look(color, opacity, contour, dim_background)
@@ -253,7 +266,7 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                 )
                 with gr.Row():
                     run = gr.Button("Run", variant="primary", scale=2, elem_id="vl-run")
-                    gr.ClearButton([video, image, prompts], value="Clear", scale=1)
+                    clear = gr.ClearButton([video, image, prompts], value="Clear", scale=1, elem_id="vl-clear")
                 with gr.Accordion("Settings", open=False, elem_id="vl-settings"):
                     with gr.Row():
                         sparse_frames = setting(4, 64, value=NUM_FRAMES_SPARSE, step=1, label="T_sparse",
@@ -291,7 +304,7 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                 with gr.Row(elem_classes="vl-downloads"):
                     downloads = [
                         gr.DownloadButton(label, visible=False, size="sm", variant="secondary", min_width=90)
-                        for label in ("PNG zip", "NumPy npz", "COCO RLE", "Mask video", "Run card")
+                        for label in EXPORT_LABELS
                     ]
         comparison = gr.Video(label="Raw VideoLISA masks (left) vs post-optimized (right)", interactive=False,
                               visible=False)
@@ -306,7 +319,7 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
         all_outputs = [*visible_outputs, *downloads, run_details]
         inputs = [video, image, prompts, sparse_frames, dense_frames, post_optimization, text_answer, color,
                   opacity, contour, dim_background]
-        look_inputs = [state, color, opacity, contour, dim_background]
+        look_inputs = [state, color, opacity, contour, dim_background, answer]
 
         revealed = [comparison, timeline, *downloads]
         revealing = [comparison, timeline, keyframes, *downloads]
@@ -342,6 +355,10 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
             getattr(control, trigger)(restyle, look_inputs, visible_outputs, **render_event)
 
         # A new input makes the last result stale: forget it, show the new input's tab and what will be processed.
+        # The result on the page goes when people change the input (not when an example sets it: that brings
+        # its own result).
+        for event in (video.input, image.input, clear.click):
+            event(_cleared_result, None, all_outputs, api_visibility="private", queue=False)
         video.change(_on_video, [video, image, state], [image, tabs, summary, state], api_visibility="private",
                      concurrency_limit=2, concurrency_id="probe")
         image.change(_on_image, [video, image, state], [video, tabs, summary, state], api_visibility="private",
@@ -404,6 +421,13 @@ def _restore_shared(video, image, *downloads):
     """The state of a page opened from a shared link, whose values came back without it (else unchanged)."""
     result = _restored(video or image, downloads)
     return gr.skip() if result is None else result
+
+
+def _cleared_result():
+    """The result area as a new page shows it: for the outputs (overlay, answer, comparison, keyframes,
+    timeline, downloads, run details)."""
+    hidden = gr.update(value=None, visible=False)
+    return (None, ANSWER_PLACEHOLDER, hidden, [], hidden, *(hidden for _ in EXPORT_LABELS), None)
 
 
 def _on_new_input(previous: Optional[RunResult], source: Optional[str]):
