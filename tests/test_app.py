@@ -404,6 +404,29 @@ def test_a_share_link_holds_the_values_shown_through_updates():
         demo.close()
 
 
+def test_run_is_disabled_while_it_runs_and_enabled_again_after_success_or_failure():
+    from videolisa.ui import page
+
+    demo = page.build_demo(ROOT / "assets", ROOT / "examples", cache_examples=False)
+    fns = list(demo.fns.values())
+    run = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "vl-run")
+    busy, idle = (page._button_js(page.BUSY_LABEL, interactive=False),
+                  page._button_js(page.RUN_LABEL, interactive=True))
+
+    def after(fn, *, failure):
+        return [f for f in fns if f.trigger_after == fn._id and f.trigger_only_on_failure == failure]
+
+    runs = [fn for fn in fns if fn.name == "segment"]
+    assert len(runs) == 2  # the Run button and Shift+Enter in the prompt
+    for fn in runs:
+        (before,) = [f for f in fns if f._id == fn.trigger_after]
+        assert before.js == busy and before.outputs == [run] and before.fn is None
+        # An error: the page follows the failed event with its failure events only.
+        assert [(f.js, f.outputs) for f in after(fn, failure=True)] == [(idle, [run])]
+        (reveal,) = after(fn, failure=False)
+        assert [(f.js, f.outputs) for f in after(reveal, failure=False)] == [(idle, [run])]
+
+
 def test_url_parameters_open_an_example_with_its_prompt(served):
     from videolisa.ui import page
     from videolisa.ui.examples import load_examples

@@ -262,3 +262,26 @@ def test_a_new_input_or_clear_empties_the_result_and_a_new_look_says_why(browser
         page.get_by_text("There is no result to redraw yet").wait_for()
         page.locator("#vl-settings").get_by_text("Settings").click()
         page.reload()
+
+
+RUN_BUTTON = "() => { const b = document.querySelector('#vl-run'); return [b.textContent.trim(), b.disabled]; }"
+
+
+def test_run_is_busy_while_it_runs_and_comes_back_after_an_error(browser_page, tmp_path):
+    app, page = browser_page
+    clip = make_clip(tmp_path, "busy_clip", size=(160, 120), frames=4, fps=8)
+    page.goto(app["url"])
+    page.locator("#vl-summary").get_by_text("Limits:").wait_for()
+    assert page.evaluate(RUN_BUTTON) == ["Run", False]
+
+    page.locator("#vl-run").click()  # nothing uploaded: an error
+    page.get_by_text("Upload a video or an image first").wait_for()
+    page.wait_for_function(f"() => ({RUN_BUTTON})().join() === 'Run,false'")
+
+    page.locator("#vl-video input[type=file]").set_input_files(str(clip))
+    page.locator("#vl-summary").get_by_text("All 4 frames will be segmented").wait_for()
+    page.get_by_label("What should be segmented?").fill("the moving square")
+    page.locator("#vl-run").click()
+    page.wait_for_function(f"() => ({RUN_BUTTON})().join() === 'Running…,true'")
+    page.wait_for_function(RESULT_DECODED, arg=None)
+    page.wait_for_function(f"() => ({RUN_BUTTON})().join() === 'Run,false'")

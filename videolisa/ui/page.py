@@ -8,6 +8,7 @@ expires, and library errors reach people as ``gr.Error`` sentences.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,7 @@ HOW_IT_WORKS = (
     "segment the target on every frame."
 )
 ANSWER_PLACEHOLDER = '<div class="vl-placeholder">The model\'s answer appears here, coloured like its mask.</div>'
+RUN_LABEL, BUSY_LABEL = "Run", "Running…"
 EXPORT_LABELS = ("PNG zip", "NumPy npz", "COCO RLE", "Mask video", "Run card")  # in results.EXPORT_KINDS order
 CONTOUR_CHOICES = (("fill + outline", "on"), ("outline only", "only"), ("fill only", "off"))  # render's modes
 DEFAULT_LOOK = Look()
@@ -147,6 +149,11 @@ def _render(result: RunResult, look: Look, out_dir: Path, progress) -> tuple:
     timeline = results.timeline(result, look)
     return (str(overlay), results.answer_html(result, look), str(comparison) if comparison else None,
             results.keyframes(result, look), timeline)
+
+
+def _button_js(label: str, *, interactive: bool) -> str:
+    """A browser-side event function that relabels a button and enables or disables it."""
+    return f"() => ({{__type__: 'update', value: {json.dumps(label)}, interactive: {json.dumps(interactive)}}})"
 
 
 def _reveal(comparison, timeline, *downloads):
@@ -265,7 +272,7 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                     info=f"One target per line (up to {MAX_TARGETS}), each in its own colour. Shift+Enter runs.",
                 )
                 with gr.Row():
-                    run = gr.Button("Run", variant="primary", scale=2, elem_id="vl-run")
+                    run = gr.Button(RUN_LABEL, variant="primary", scale=2, elem_id="vl-run")
                     clear = gr.ClearButton([video, image, prompts], value="Clear", scale=1, elem_id="vl-clear")
                 with gr.Accordion("Settings", open=False, elem_id="vl-settings"):
                     with gr.Row():
@@ -342,11 +349,18 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
         gr.HTML('<div class="vl-footer">Example media: <i>Big Buck Bunny</i> © Blender Foundation (CC BY 3.0); '
                 "photos from scikit-image (CC0). Outputs are kept for two hours, then deleted.</div>")
 
+        # Run is disabled and says so from the click until the result (or the error) is shown. Both changes are
+        # made in the browser: a link shared meanwhile keeps the button as it was. (The page follows an event
+        # that failed with its .failure() events only, not with .then().)
         gpu_event = dict(concurrency_limit=1, concurrency_id="gpu")
-        run.click(segment, [*inputs, state], [*all_outputs, state], api_name="segment", **gpu_event).then(
-            _reveal, revealed, revealing, api_visibility="private")
-        prompts.submit(segment, [*inputs, state], [*all_outputs, state], api_visibility="private", **gpu_event).then(
-            _reveal, revealed, revealing, api_visibility="private")
+        page_only = dict(queue=False, api_visibility="private")
+        busy, idle = _button_js(BUSY_LABEL, interactive=False), _button_js(RUN_LABEL, interactive=True)
+        for trigger, api in ((run.click, dict(api_name="segment")), (prompts.submit, dict(api_visibility="private"))):
+            running = trigger(None, None, run, js=busy, **page_only).then(
+                segment, [*inputs, state], [*all_outputs, state], **api, **gpu_event)
+            running.then(_reveal, revealed, revealing, api_visibility="private").then(None, None, run, js=idle,
+                                                                                      **page_only)
+            running.failure(None, None, run, js=idle, **page_only)
 
         render_event = dict(concurrency_limit=2, concurrency_id="render", api_visibility="private",
                             trigger_mode="always_last")
