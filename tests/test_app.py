@@ -255,23 +255,25 @@ def test_a_new_input_empties_the_result_and_a_look_without_result_says_why(serve
     monkeypatch.setattr(gr, "Info", lambda message, **kwargs: said.append(("info", message)))
     monkeypatch.setattr(gr, "Warning", lambda message, **kwargs: said.append(("warning", message)))
     # Nothing was run yet: the look applies to the next run.
-    assert page.restyle(None, "#ff0000", 0.5, "on", 0.0, page.ANSWER_PLACEHOLDER) == (gr.skip(),) * 5
+    assert page.restyle(None, "#ff0000", 0.5, "on", 0.0, page.ANSWER_PLACEHOLDER) == (gr.skip(),) * 6
     assert said == [("info", "There is no result to redraw yet: press Run, and it will be drawn in this look.")]
     # A result is on the page but no longer in the session (expired, or the session was evicted).
     shown = _run_direct(served, clip)[1]
-    assert page.restyle(None, "#ff0000", 0.5, "on", 0.0, shown) == (gr.skip(),) * 5
+    assert page.restyle(None, "#ff0000", 0.5, "on", 0.0, shown) == (gr.skip(),) * 6
     assert said[-1][0] == "warning" and "no longer holds this result" in said[-1][1] and "press Run" in said[-1][1]
 
     # A new upload, a cleared input or the Clear button empties the whole result area, as a new page has it.
     demo = page.build_demo(ROOT / "assets", ROOT / "examples", cache_examples=False)
     segment = next(fn for fn in demo.fns.values() if fn.name == "segment")
     clearing = [fn for fn in demo.fns.values() if fn.name == "_cleared_result"]
-    assert all(fn.outputs == segment.outputs[:-1] for fn in clearing)  # everything a run shows, not the state
+    for fn in clearing:  # all a run shows (but the state) and the dark scheme's timeline
+        assert fn.outputs[:-1] == segment.outputs[:-1] and fn.outputs[-1].elem_id == "vl-timeline-dark"
     triggers = {(type(demo.blocks[block_id]).__name__, event) for fn in clearing for block_id, event in fn.targets}
     assert triggers == {("Video", "input"), ("Image", "input"), ("ClearButton", "click")}
-    overlay, answer, comparison, keyframes, timeline, *downloads, details = page._cleared_result()
+    overlay, answer, comparison, keyframes, timeline, *downloads, details, dark = page._cleared_result()
     assert overlay is None and answer == page.ANSWER_PLACEHOLDER and keyframes == [] and details is None
-    assert all(u == {"__type__": "update", "value": None, "visible": False} for u in (comparison, timeline, *downloads))
+    hidden = {"__type__": "update", "value": None, "visible": False}
+    assert all(u == hidden for u in (comparison, timeline, *downloads, dark))
     assert len(downloads) == 5
 
 
@@ -282,9 +284,9 @@ def test_a_cached_example_gets_a_state_that_a_new_input_replaces(served, clip, t
 
     out = page.segment(str(clip), None, "the square", **FAST)
     downloads = out[5:10]
-    restored, comparison, timeline = page._restore_cached(str(clip), None, *downloads, None)
+    restored, comparison, timeline, dark = page._restore_cached(str(clip), None, *downloads, None)
     assert restored.source == str(clip) and restored.segmentations[0].masks == out[-1].segmentations[0].masks
-    assert comparison is None and timeline.shape == out[4].shape  # drawn again, in the examples' default look
+    assert comparison is None and timeline.shape == dark.shape == out[4].shape  # drawn again, in the default look
     assert page.restyle(restored, "#56b4e9", 0.7, "on", 0.0)[0].endswith(".mp4")
     # The input's change event may come after the restore: the state of this very input stays.
     assert page._on_video(str(clip), None, restored)[3] == gr.skip()
@@ -292,10 +294,10 @@ def test_a_cached_example_gets_a_state_that_a_new_input_replaces(served, clip, t
     assert page._on_video(str(other), None, restored)[3] is None
     assert not Path(restored.run_dir).exists()  # a replaced state's files go
     # Downloads that are missing or unreadable leave the state as it was.
-    assert page._restore_cached(str(clip), None, *downloads[:4], None, None) == (gr.skip(), None, None)
+    assert page._restore_cached(str(clip), None, *downloads[:4], None, None) == (gr.skip(), None, None, None)
     broken = tmp_path / "card.json"
     broken.write_text("{}")
-    assert page._restore_cached(str(clip), None, *downloads[:4], str(broken), None) == (gr.skip(), None, None)
+    assert page._restore_cached(str(clip), None, *downloads[:4], str(broken), None) == (gr.skip(), None, None, None)
 
     # What Gradio caches of an example always has a value: its cache cannot read an empty file output back.
     for video, image in ((str(clip), None), (None, str(make_image(tmp_path, "still")))):
@@ -423,8 +425,35 @@ def test_run_is_disabled_while_it_runs_and_enabled_again_after_success_or_failur
         assert before.js == busy and before.outputs == [run] and before.fn is None
         # An error: the page follows the failed event with its failure events only.
         assert [(f.js, f.outputs) for f in after(fn, failure=True)] == [(idle, [run])]
-        (reveal,) = after(fn, failure=False)
-        assert [(f.js, f.outputs) for f in after(reveal, failure=False)] == [(idle, [run])]
+        step = fn  # the result shown, the chain ends with the button back
+        while following := after(step, failure=False):
+            (step,) = following
+        assert (step.js, step.outputs) == (idle, [run])
+
+
+def _contrast(colors, background) -> np.ndarray:
+    """WCAG contrast ratios of RGB colours [..., 3] against one background colour."""
+    def luminance(c):
+        c = np.asarray(c, np.float64) / 255
+        return np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4) @ [0.2126, 0.7152, 0.0722]
+
+    a, b = luminance(colors), luminance(background)
+    return (np.maximum(a, b) + 0.05) / (np.minimum(a, b) + 0.05)
+
+
+@pytest.mark.parametrize("scheme_name, background", [("LIGHT", (255, 255, 255)), ("DARK", (30, 41, 59))])
+def test_the_timeline_reads_on_its_colour_schemes_background(scheme_name, background):
+    from videolisa.ui import timeline
+
+    track = timeline.Track("Target 1", (230, 159, 0), np.array([0.0, 10.0, 20.0, 5.0]), (1, 3))
+    rgba = timeline.draw_timeline([track], [0.0, 0.1, 0.2, 0.3], [0, 1, 2, 3], [1, 2],
+                                  scheme=getattr(timeline, scheme_name)).astype(np.float64)
+    assert rgba.shape[-1] == 4 and rgba[0, 0, 3] == 0  # transparent: the page's own background shows through
+    alpha = rgba[..., 3:] / 255
+    shown = rgba[..., :3] * alpha + np.asarray(background, np.float64) * (1 - alpha)  # as the page composites it
+    # Left of the plot there is only text: the y axis in the muted colour, the target's name below it in ink.
+    axis, names = shown[30:190, :80], shown[-30:, :80]
+    assert _contrast(axis, background).max() >= 4.5 and _contrast(names, background).max() >= 4.5
 
 
 def test_url_parameters_open_an_example_with_its_prompt(served):

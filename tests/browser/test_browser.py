@@ -285,3 +285,27 @@ def test_run_is_busy_while_it_runs_and_comes_back_after_an_error(browser_page, t
     page.wait_for_function(f"() => ({RUN_BUTTON})().join() === 'Running…,true'")
     page.wait_for_function(RESULT_DECODED, arg=None)
     page.wait_for_function(f"() => ({RUN_BUTTON})().join() === 'Run,false'")
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_timeline_shown_is_drawn_for_the_colour_scheme(browser_page, tmp_path, scheme):
+    app, page = browser_page
+    clip = make_clip(tmp_path, "scheme_clip", size=(160, 120), frames=4, fps=8)
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme=scheme)
+    try:
+        themed = context.new_page()
+        themed.set_default_timeout(60_000)
+        themed.goto(app["url"])
+        themed.locator("#vl-video input[type=file]").set_input_files(str(clip))
+        themed.locator("#vl-summary").get_by_text("All 4 frames will be segmented").wait_for()
+        themed.get_by_label("What should be segmented?").fill("the moving square")
+        themed.locator("#vl-run").click()
+        shown, hidden = "#vl-timeline", "#vl-timeline-dark"
+        if scheme == "dark":
+            shown, hidden = hidden, shown
+        themed.wait_for_function("s => { const i = document.querySelector(s + ' img');"
+                                 " return i !== null && i.complete && i.naturalWidth > 0 && i.checkVisibility(); }",
+                                 arg=shown)
+        assert not themed.locator(hidden).is_visible()
+    finally:
+        context.close()

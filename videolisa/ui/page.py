@@ -25,6 +25,7 @@ from . import files, results, serving, sharing, uploads
 from .examples import Example, find_example, load_examples
 from .inputs import choice, image_input, setting
 from .results import Look, RunResult
+from .timeline import DARK
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +160,19 @@ def _button_js(label: str, *, interactive: bool) -> str:
 def _reveal(comparison, timeline, *downloads):
     """Show the outputs that have a value (comparison, timeline, downloads) and hide the others (page only).
 
-    The keyframes go with the timeline: a still image has neither (its one frame is the result itself).
-    Returns updates for comparison, timeline, keyframes and the downloads.
+    The keyframes and the dark scheme's timeline go with the timeline: a still image has neither (its
+    one frame is the result itself). Returns updates for comparison, timeline, dark timeline, keyframes
+    and the downloads.
     """
-    return tuple(gr.update(visible=value is not None) for value in (comparison, timeline, timeline, *downloads))
+    return tuple(gr.update(visible=value is not None)
+                 for value in (comparison, timeline, timeline, timeline, *downloads))
+
+
+def _dark_timeline(result: Optional[RunResult], color: str):
+    """The timeline in the dark scheme's colours, which the page shows instead in a dark theme (None without one)."""
+    if result is None:
+        return None
+    return results.timeline(result, replace(DEFAULT_LOOK, color=color or DEFAULT_LOOK.color), DARK)
 
 
 # ---------------------------------------------------------------------------------------------- events
@@ -216,7 +226,8 @@ def segment(video: Optional[str], image: Optional[str], prompts: str, sparse_fra
 
 def restyle(result: Optional[RunResult], color, opacity, contour, dim_background, shown: Optional[str] = None,
             progress=gr.Progress()):
-    """Re-render this session's last result with a new look: no model call.
+    """Re-render this session's last result with a new look: no model call. Returns the visible outputs and
+    the dark scheme's timeline.
 
     Without a result in the session the page says why nothing is redrawn: ``shown`` is the answer on
     the page, which tells a page with no result yet from one whose result the server no longer holds.
@@ -229,12 +240,13 @@ def restyle(result: Optional[RunResult], color, opacity, contour, dim_background
         else:
             gr.Info("There is no result to redraw yet: press Run, and it will be drawn in this look.",
                     title="Nothing to redraw")
-        return (gr.skip(),) * 5
+        return (gr.skip(),) * 6
     try:
         look = _look(color, opacity, contour, dim_background)
         if not (Path(result.source).is_file() and Path(result.run_dir).is_dir()):
             raise InvalidVideo("This result has expired (its input was cleaned up): press Run again.")
-        return _render(result, look, files.new_subdir(Path(result.run_dir), "look-"), progress)
+        return (*_render(result, look, files.new_subdir(Path(result.run_dir), "look-"), progress),
+                results.timeline(result, look, DARK))
     except VideoLISAError as exc:
         raise gr.Error(str(exc), title="Could not redraw the result") from exc
 
@@ -319,6 +331,9 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                                object_fit="contain", allow_preview=True, elem_id="vl-keyframes")
         timeline = gr.Image(label="Timeline", type="filepath", interactive=False, visible=False, show_label=False,
                             buttons=["download"], elem_id="vl-timeline")
+        # The same timeline in the dark scheme's colours: the stylesheet shows the one that suits the theme.
+        timeline_dark = gr.Image(label="Timeline", type="filepath", interactive=False, visible=False,
+                                 show_label=False, buttons=["download"], elem_id="vl-timeline-dark")
         with gr.Accordion("Run details", open=False):
             run_details = gr.JSON(label="Summary")
 
@@ -329,7 +344,7 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
         look_inputs = [state, color, opacity, contour, dim_background, answer]
 
         revealed = [comparison, timeline, *downloads]
-        revealing = [comparison, timeline, keyframes, *downloads]
+        revealing = [comparison, timeline, timeline_dark, keyframes, *downloads]
         if examples:
             with examples_area:
                 gr.Markdown("### Examples\nClick one to load it, then Run. Add `?example=<id>` to this page's address "
@@ -344,7 +359,7 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                 )
             if cache_examples:
                 listed.load_input_event.then(
-                    _restore_cached, [video, image, *downloads, state], [state, comparison, timeline],
+                    _restore_cached, [video, image, *downloads, state], [state, comparison, timeline, timeline_dark],
                     api_visibility="private").then(_reveal, revealed, revealing, api_visibility="private")
         gr.HTML('<div class="vl-footer">Example media: <i>Big Buck Bunny</i> © Blender Foundation (CC BY 3.0); '
                 "photos from scikit-image (CC0). Outputs are kept for two hours, then deleted.</div>")
@@ -358,21 +373,21 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
         for trigger, api in ((run.click, dict(api_name="segment")), (prompts.submit, dict(api_visibility="private"))):
             running = trigger(None, None, run, js=busy, **page_only).then(
                 segment, [*inputs, state], [*all_outputs, state], **api, **gpu_event)
-            running.then(_reveal, revealed, revealing, api_visibility="private").then(None, None, run, js=idle,
-                                                                                      **page_only)
+            running.then(_dark_timeline, [state, color], timeline_dark, api_visibility="private").then(
+                _reveal, revealed, revealing, api_visibility="private").then(None, None, run, js=idle, **page_only)
             running.failure(None, None, run, js=idle, **page_only)
 
         render_event = dict(concurrency_limit=2, concurrency_id="render", api_visibility="private",
                             trigger_mode="always_last")
         for control, trigger in ((opacity, "release"), (dim_background, "release"), (color, "change"),
                                  (contour, "change")):
-            getattr(control, trigger)(restyle, look_inputs, visible_outputs, **render_event)
+            getattr(control, trigger)(restyle, look_inputs, [*visible_outputs, timeline_dark], **render_event)
 
         # A new input makes the last result stale: forget it, show the new input's tab and what will be processed.
         # The result on the page goes when people change the input (not when an example sets it: that brings
         # its own result).
         for event in (video.input, image.input, clear.click):
-            event(_cleared_result, None, all_outputs, api_visibility="private", queue=False)
+            event(_cleared_result, None, [*all_outputs, timeline_dark], api_visibility="private", queue=False)
         video.change(_on_video, [video, image, state], [image, tabs, summary, state], api_visibility="private",
                      concurrency_limit=2, concurrency_id="probe")
         image.change(_on_image, [video, image, state], [video, tabs, summary, state], api_visibility="private",
@@ -422,13 +437,14 @@ def _restored(source: Optional[str], downloads) -> Optional[RunResult]:
 def _restore_cached(video, image, *downloads_and_state):
     """A cached example's outputs come from Gradio's cache without a session state: rebuild the state from
     its downloads, so that a new look redraws it, and draw its timeline. Returns (state, comparison,
-    timeline); where the downloads cannot be read the look simply waits for Run."""
+    timeline, dark timeline); where the downloads cannot be read the look simply waits for Run."""
     *downloads, previous = downloads_and_state
     result = _restored(video or image, downloads)
     if result is None:
-        return gr.skip(), None, None
+        return gr.skip(), None, None, None
     _forget(previous)
-    return result, None, results.timeline(result, DEFAULT_LOOK)  # examples are drawn in the default look
+    # Examples are drawn in the default look.
+    return result, None, results.timeline(result, DEFAULT_LOOK), results.timeline(result, DEFAULT_LOOK, DARK)
 
 
 def _restore_shared(video, image, *downloads):
@@ -439,9 +455,9 @@ def _restore_shared(video, image, *downloads):
 
 def _cleared_result():
     """The result area as a new page shows it: for the outputs (overlay, answer, comparison, keyframes,
-    timeline, downloads, run details)."""
+    timeline, downloads, run details, dark timeline)."""
     hidden = gr.update(value=None, visible=False)
-    return (None, ANSWER_PLACEHOLDER, hidden, [], hidden, *(hidden for _ in EXPORT_LABELS), None)
+    return (None, ANSWER_PLACEHOLDER, hidden, [], hidden, *(hidden for _ in EXPORT_LABELS), None, hidden)
 
 
 def _on_new_input(previous: Optional[RunResult], source: Optional[str]):

@@ -20,7 +20,7 @@ from ..render import PALETTE, OverlayStyle, parse_color, render_frame, render_vi
 from ..source import frames_to_process
 from ..video import (VideoInfo, VideoWriter, audio_offset, iter_frames, prefetch, probe, read_frames,
                      source_timeline)
-from .timeline import Track, draw_timeline, format_time
+from .timeline import LIGHT, Scheme, Track, draw_timeline, format_time
 
 RGB = tuple[int, int, int]
 SEG_TOKEN = "[SEG]"
@@ -189,8 +189,8 @@ def keyframes(result: RunResult, look: Look) -> list[tuple[np.ndarray, str]]:
     return gallery
 
 
-def timeline(result: RunResult, look: Look) -> Optional[np.ndarray]:
-    """The timeline image (None for a still image: it has no time)."""
+def timeline(result: RunResult, look: Look, scheme: Scheme = LIGHT) -> Optional[np.ndarray]:
+    """The timeline image in a page's colour scheme (None for a still image: it has no time)."""
     if result.info.is_image:
         return None
     first = result.first
@@ -198,7 +198,8 @@ def timeline(result: RunResult, look: Look) -> Optional[np.ndarray]:
     pixels = first.height * first.width
     tracks = [Track(label=f"Target {k + 1}", color=colors[k], area_percent=s.masks.areas() * 100.0 / pixels,
                     visible=s.visible_frames()) for k, s in enumerate(result.segmentations)]
-    return draw_timeline(tracks, result.times(), first.sparse_frame_indices, first.dense_frame_indices)
+    return draw_timeline(tracks, result.times(), first.sparse_frame_indices, first.dense_frame_indices,
+                         scheme=scheme)
 
 
 def visibility_text(result: RunResult, k: int) -> str:
