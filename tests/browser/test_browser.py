@@ -309,3 +309,37 @@ def test_the_timeline_shown_is_drawn_for_the_colour_scheme(browser_page, tmp_pat
         assert not themed.locator(hidden).is_visible()
     finally:
         context.close()
+
+
+# What the comparison block draws over its video's burned-in captions (the top left of each half of the picture).
+OVER_CAPTIONS = """() => {
+    const v = document.querySelector('#vl-comparison video');
+    if (v === null || v.readyState < 2 || v.videoWidth === 0) return null;
+    const box = v.getBoundingClientRect();
+    const scale = Math.min(box.width / v.videoWidth, box.height / v.videoHeight);  // object-fit: contain
+    const [w, h] = [v.videoWidth * scale, v.videoHeight * scale];
+    const [left, top] = [box.left + (box.width - w) / 2, box.top + (box.height - h) / 2];
+    const captions = [0, 0.5].map(x => ({l: left + x * w, t: top, r: left + (x + 0.3) * w, b: top + 0.15 * h}));
+    const others = [...document.querySelectorAll('#vl-comparison *')].filter(e => !e.contains(v) && !v.contains(e));
+    return others.filter(e => {
+        const r = e.getBoundingClientRect();
+        const style = getComputedStyle(e);
+        return r.width > 0 && r.height > 0 && style.visibility !== 'hidden' && style.opacity !== '0' &&
+            captions.some(c => r.left < c.r && r.right > c.l && r.top < c.b && r.bottom > c.t);
+    }).map(e => e.tagName + '.' + e.className);
+}"""
+
+
+def test_the_comparison_captions_are_not_covered(browser_page, tmp_path):
+    app, page = browser_page
+    clip = make_clip(tmp_path, "compare_clip", size=(160, 120), frames=4, fps=8)
+    page.goto(app["url"])
+    page.locator("#vl-video input[type=file]").set_input_files(str(clip))
+    page.locator("#vl-summary").get_by_text("All 4 frames will be segmented").wait_for()
+    page.get_by_label("What should be segmented?").fill("the moving square")
+    page.locator("#vl-settings").get_by_text("Settings").click()
+    page.get_by_label("Post-optimization (SAM 2)").check()
+    page.locator("#vl-run").click()
+    page.locator("#vl-comparison video").scroll_into_view_if_needed()
+    covering = page.wait_for_function(OVER_CAPTIONS).json_value()
+    assert covering == [], covering

@@ -325,8 +325,9 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
                         gr.DownloadButton(label, visible=False, size="sm", variant="secondary", min_width=90)
                         for label in EXPORT_LABELS
                     ]
+        # No label badge: it would cover the raw side's caption, and the captions say what each side is.
         comparison = gr.Video(label="Raw VideoLISA masks (left) vs post-optimized (right)", interactive=False,
-                              visible=False)
+                              visible=False, show_label=False, elem_id="vl-comparison")
         keyframes = gr.Gallery(label="Dense keyframes: the frames the model saw in full detail", columns=4,
                                object_fit="contain", allow_preview=True, elem_id="vl-keyframes")
         timeline = gr.Image(label="Timeline", type="filepath", interactive=False, visible=False, show_label=False,
