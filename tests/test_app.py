@@ -470,6 +470,20 @@ def test_url_parameters_open_an_example_with_its_prompt(served):
     assert video is None and image.endswith("chelsea_the_cat.jpg") and prompt == "the whiskers"
 
 
+def test_an_unknown_example_in_the_url_is_named_in_a_titled_warning(monkeypatch):
+    import gradio as gr
+
+    from videolisa.ui import page
+    from videolisa.ui.examples import load_examples
+
+    said = []
+    monkeypatch.setattr(gr, "Warning", lambda message, **kwargs: said.append((kwargs.get("title"), message)))
+    request = types.SimpleNamespace(query_params={"example": "dragon"})
+    assert page._open_from_url(load_examples(ROOT / "examples"), request) == (gr.skip(),) * 3
+    [(title, message)] = said
+    assert title == "No such example" and "'dragon'" in message and "bunny" in message
+
+
 def test_example_media_are_small_and_attributed():
     from videolisa.ui.examples import load_examples
     from videolisa.video import probe

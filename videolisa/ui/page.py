@@ -492,7 +492,8 @@ def _open_from_url(examples: tuple[Example, ...], request: gr.Request):
         return gr.skip(), gr.skip(), prompt if prompt else gr.skip()
     example = find_example(examples, wanted)
     if example is None:
-        gr.Warning(f"There is no example called '{wanted}'. Try one of: {', '.join(e.id for e in examples)}.")
+        gr.Warning(f"There is no example called '{wanted}'. Try one of: {', '.join(e.id for e in examples)}.",
+                   title="No such example")
         return gr.skip(), gr.skip(), gr.skip()
     video, image, text = _example_row(example)
     return video, image, prompt or text
