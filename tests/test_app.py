@@ -373,6 +373,19 @@ def test_on_zero_gpu_a_run_over_the_gpu_cap_is_shortened_with_a_notice(served, m
     assert out[-2]["processed_frames"] == [0, 3]
 
 
+def test_share_links_leave_a_gradio_without_the_internals_they_patch_alone(monkeypatch, caplog):
+    from gradio.state_holder import SessionState
+
+    from videolisa.ui import sharing
+
+    original = getattr(SessionState.__setitem__, sharing._ORIGINAL, SessionState.__setitem__)
+    monkeypatch.setattr(SessionState, "__setitem__", original)
+    monkeypatch.delattr(SessionState, "_update_config")
+    sharing.install()  # the page still starts; links restore what Gradio saves itself
+    assert SessionState.__setitem__ is original
+    assert "share links restore only what Gradio saves itself" in caplog.text
+
+
 def test_a_share_link_holds_the_values_shown_through_updates():
     """Gradio writes a share link from the session's copy of the page: updates must not move or drop values."""
     import urllib.request

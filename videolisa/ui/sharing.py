@@ -12,11 +12,15 @@ and an update that carries no value keeps the value shown, as the page itself do
 
 from __future__ import annotations
 
+import logging
+
 from gradio.blocks import Block
 from gradio.components import State
 from gradio.state_holder import SessionState
 
 _ORIGINAL = "_videolisa_original"
+_PATCHED = ("__setitem__", "_update_config")
+log = logging.getLogger(__name__)
 
 
 def _shown_value(session: SessionState, key: int):
@@ -41,8 +45,16 @@ def _keeping_the_page(method, *, replaces: bool):
 
 
 def install() -> None:
-    """Make every session's saved page follow the page through updates (once per process)."""
+    """Make every session's saved page follow the page through updates (once per process).
+
+    These are Gradio's private methods: a Gradio without them keeps its own behaviour (links restore less),
+    rather than the page failing to start.
+    """
     if hasattr(SessionState.__setitem__, _ORIGINAL):
+        return
+    if not all(hasattr(SessionState, name) for name in _PATCHED + ("_update_value_in_config",)):
+        log.warning("This Gradio's session state has no %s: share links restore only what Gradio saves itself",
+                    ", ".join(_PATCHED))
         return
     SessionState.__setitem__ = _keeping_the_page(SessionState.__setitem__, replaces=True)
     SessionState._update_config = _keeping_the_page(SessionState._update_config, replaces=False)
