@@ -197,6 +197,7 @@ def test_a_shared_link_restores_the_result_its_inputs_settings_and_look(browser_
         sharer.locator("#vl-answer").get_by_text("the moving square").wait_for()
         keyframes = sharer.locator("#vl-keyframes img").count()
         assert keyframes >= 1 and app["calls"].calls == calls + 1
+        sharer.locator("#vl-timeline img").wait_for(state="attached")  # the last part of the result to be shown
 
         sharer.get_by_role("button", name="Share this result").click()
         # The button copies the link once the server has saved the page: poll the clipboard (the check cannot
@@ -215,6 +216,9 @@ def test_a_shared_link_restores_the_result_its_inputs_settings_and_look(browser_
         assert restored.locator("#vl-video video").count() == 1  # the input, ready to run again
         restored.locator("#vl-summary").get_by_text("All 4 frames will be segmented").wait_for()
         restored.wait_for_function("n => document.querySelectorAll('#vl-keyframes img').length === n", arg=keyframes)
+        # The image loads lazily, once in view, and has no height before: scroll to where it stands.
+        restored.wait_for_function("() => document.querySelector('#vl-timeline img') !== null")
+        restored.evaluate("document.querySelector('#vl-timeline').scrollIntoView()")
         restored.wait_for_function("() => { const i = document.querySelector('#vl-timeline img');"
                                    " return i !== null && i.complete && i.naturalWidth > 0; }")
         restored.locator("#vl-settings").get_by_text("Settings").click()
