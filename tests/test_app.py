@@ -9,6 +9,7 @@ import json
 import pickle
 import socket
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -24,16 +25,23 @@ _APP: dict = {}
 
 
 class CountingPipeline:
-    """Counts the model runs of the app's pipeline (every run goes through segment_targets)."""
+    """Counts the model runs of the app's pipeline (every run goes through segment_targets) and the ones
+    finished; while ``gate`` is cleared a run waits inside the model (up to a minute) until it is set again."""
 
     def __init__(self, pipeline):
-        self.calls = 0
+        self.calls = self.finished = 0
+        self.gate = threading.Event()
+        self.gate.set()
         self._run = pipeline.segment_targets
         pipeline.segment_targets = self
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
-        return self._run(*args, **kwargs)
+        try:
+            self.gate.wait(60)
+            return self._run(*args, **kwargs)
+        finally:
+            self.finished += 1
 
 
 def launched_app(tiny_model, tmp_path_factory) -> dict:
@@ -658,3 +666,17 @@ def test_tiny_mode_writes_a_random_checkpoint_and_says_so():
     assert Path(engine.pipeline.sam2).is_dir()  # post-optimization works in the preview too
     assert engine.pipeline.load_post_optimizer().name == "tiny random preview"  # what its notices say, not the folder
     assert "meaningless" in page._banner_html(engine.status)
+
+
+def test_a_new_input_or_clear_cancels_the_run_in_progress(served):
+    from videolisa.ui import page
+
+    demo = served["app"].demo
+    runs = {i for i, fn in demo.fns.items() if fn.fn is page.segment}
+    ids = {block.elem_id: block._id for block in demo.blocks.values() if getattr(block, "elem_id", None)}
+    image = next(b._id for b in demo.blocks.values() if getattr(b, "label", None) == "Image"
+                 and b.__class__.__name__ != "Tab")
+    assert len(runs) == 2  # Run and Shift+Enter
+    for target in ((ids["vl-video"], "input"), (image, "input"), (ids["vl-clear"], "click")):
+        cancelled = {i for fn in demo.fns.values() if target in fn.targets for i in fn.cancels}
+        assert runs <= cancelled, target

@@ -4,6 +4,7 @@ works, and a new look redraws without running the model again. Needs Debian's /u
 from __future__ import annotations
 
 import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -289,6 +290,57 @@ def test_run_is_busy_while_it_runs_and_comes_back_after_an_error(browser_page, t
     page.wait_for_function(f"() => ({RUN_BUTTON})().join() === 'Running…,true'")
     page.wait_for_function(RESULT_DECODED, arg=None)
     page.wait_for_function(f"() => ({RUN_BUTTON})().join() === 'Run,false'")
+
+
+RESULT_WIDTH = "() => { const v = document.querySelector('#vl-result video'); return v && v.videoWidth; }"
+
+
+@pytest.mark.parametrize("change", ["upload", "clear"])
+def test_a_new_input_or_clear_during_a_run_cancels_it(browser_page, tmp_path, change):
+    app, page = browser_page
+    first = make_clip(tmp_path, "running_clip", size=(160, 120), frames=4, fps=8)
+    second = make_clip(tmp_path, "next_clip", size=(128, 96), frames=3, fps=8)
+    counter = app["calls"]
+    page.goto(app["url"])
+    page.locator("#vl-video input[type=file]").set_input_files(str(first))
+    page.locator("#vl-summary").get_by_text("All 4 frames will be segmented").wait_for()
+    page.get_by_label("What should be segmented?").fill("the moving square")
+    calls, finished = counter.calls, counter.finished
+    counter.gate.clear()  # the run waits inside the model until the input has changed
+    try:
+        page.locator("#vl-run").click()
+        page.wait_for_function(f"() => ({RUN_BUTTON})().join() === 'Running…,true'")
+        deadline = time.monotonic() + 60
+        while counter.calls == calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert counter.calls == calls + 1
+        if change == "upload":
+            page.locator("#vl-video").get_by_label("Clear").click()
+            page.locator("#vl-video input[type=file]").set_input_files(str(second))
+            page.locator("#vl-summary").get_by_text("All 3 frames will be segmented").wait_for()
+        else:
+            page.locator("#vl-clear").click()
+        page.locator("#vl-answer .vl-placeholder").wait_for()
+    finally:
+        counter.gate.set()
+    while counter.finished == finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    page.wait_for_timeout(3000)  # time for the old run's encoding and its result to reach the page, if it would
+    assert page.locator("#vl-answer .vl-placeholder").count() == 1
+    assert page.locator("#vl-result video").count() == 0
+    assert not page.get_by_role("button", name="PNG zip").is_visible()
+    assert page.evaluate(RUN_BUTTON) == ["Run", False]
+
+    if change == "clear":
+        page.locator("#vl-video input[type=file]").set_input_files(str(second))
+        page.locator("#vl-summary").get_by_text("All 3 frames will be segmented").wait_for()
+        page.get_by_label("What should be segmented?").fill("the moving square")
+    page.locator("#vl-run").click()  # the session still runs, on the new input
+    page.wait_for_function(RESULT_DECODED, arg=None)
+    assert page.evaluate(RESULT_WIDTH) == 128
+    page.locator("#vl-answer .vl-target").wait_for()
+    page.wait_for_function(f"() => ({RUN_BUTTON})().join() === 'Run,false'")
+    assert counter.calls == calls + 2
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -371,9 +371,11 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
         gpu_event = dict(concurrency_limit=1, concurrency_id="gpu")
         page_only = dict(queue=False, api_visibility="private")
         busy, idle = _button_js(BUSY_LABEL, interactive=False), _button_js(RUN_LABEL, interactive=True)
+        runs = []
         for trigger, api in ((run.click, dict(api_name="segment")), (prompts.submit, dict(api_visibility="private"))):
             running = trigger(None, None, run, js=busy, **page_only).then(
                 segment, [*inputs, state], [*all_outputs, state], **api, **gpu_event)
+            runs.append(running)
             running.then(_dark_timeline, [state, color], timeline_dark, api_visibility="private").then(
                 _reveal, revealed, revealing, api_visibility="private").then(None, None, run, js=idle, **page_only)
             running.failure(None, None, run, js=idle, **page_only)
@@ -386,9 +388,11 @@ def build_demo(assets: Path, examples_dir: Path, cache_examples: Optional[bool] 
 
         # A new input makes the last result stale: forget it, show the new input's tab and what will be processed.
         # The result on the page goes when people change the input (not when an example sets it: that brings
-        # its own result).
+        # its own result), and so does a run still going: it is cancelled, so that its result never lands
+        # next to the new input, and Run is ready again (a cancelled run does not reach its own .then()).
         for event in (video.input, image.input, clear.click):
-            event(_cleared_result, None, [*all_outputs, timeline_dark], api_visibility="private", queue=False)
+            event(_cleared_result, None, [*all_outputs, timeline_dark], api_visibility="private", queue=False,
+                  cancels=runs).then(None, None, run, js=idle, **page_only)
         video.change(_on_video, [video, image, state], [image, tabs, summary, state], api_visibility="private",
                      concurrency_limit=2, concurrency_id="probe")
         image.change(_on_image, [video, image, state], [video, tabs, summary, state], api_visibility="private",
