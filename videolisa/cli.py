@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import ModelUnavailable, VideoLISAError
-from .settings import DEFAULT_MODEL, DEFAULT_SAM2, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, Limits
+from .settings import DEFAULT_MODEL, DEFAULT_SAM2, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, TINY, Limits
 
 EXIT_OK, EXIT_FAILURES, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3
-TINY = "tiny"  # --model tiny: a random preview checkpoint, as the app's --tiny
 
 
 def _limit(kind):
@@ -192,18 +191,13 @@ def _library_bars_off():
 
 
 def _write_tiny(args) -> tuple[str, str, Optional[str]]:
-    """The tiny random checkpoints, in a folder that goes when the command ends; returns (model, SAM 2, and the
-    name notices give a tiny SAM 2 instead of that folder, or None for the one the user named)."""
-    from .model.tiny import write_tiny_checkpoint
+    """The tiny random checkpoints, in a folder that goes when the command ends (``write_tiny_preview``)."""
+    from .model.tiny import write_tiny_preview
 
-    root = Path(args.resources.enter_context(tempfile.TemporaryDirectory(prefix="videolisa-tiny-",
-                                                                         ignore_cleanup_errors=True)))
-    model, sam2 = str(write_tiny_checkpoint(root / "videolisa")), args.sam2
-    if args.post_optimize and sam2 == DEFAULT_SAM2:  # as in the app, a tiny model comes with a tiny SAM 2
-        from .model.tiny_sam2 import TINY_SAM2_NAME, write_tiny_sam2
-
-        return model, str(write_tiny_sam2(root / "sam2")), TINY_SAM2_NAME
-    return model, sam2, None
+    root = args.resources.enter_context(tempfile.TemporaryDirectory(prefix="videolisa-tiny-",
+                                                                    ignore_cleanup_errors=True))
+    # As in the app, a tiny model comes with a tiny SAM 2, unless the user named one.
+    return write_tiny_preview(root, TINY if args.post_optimize and args.sam2 == DEFAULT_SAM2 else args.sam2)
 
 
 class _Bar:

@@ -19,6 +19,8 @@ from .errors import InvalidSettings, amount, counted
 DEFAULT_MODEL = "ZechenBai/VideoLISA-3.8B"
 DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14-336"
 DEFAULT_SAM2 = "facebook/sam2.1-hiera-large"
+# The name that asks for a tiny random preview instead (the app's --tiny, the command line's --model tiny).
+TINY = "tiny"
 
 # Sparse Dense Sampling (MODEL_SPEC 1.2/1.3): the README and every evaluation script use 32/4.
 NUM_FRAMES_SPARSE = 32
@@ -26,10 +28,6 @@ NUM_FRAMES_DENSE = 4
 
 # Text generation (optional, greedy).
 MAX_NEW_TOKENS = 64
-
-# Frames per SAM image-encoder batch; bounds device memory whatever the video length. Unset: 8 on a GPU,
-# 2 on a CPU (whose smaller batches reuse the C allocator's memory instead of mapping new: 10-20% faster).
-SAM_BATCH_SIZE_VARIABLE = "VIDEOLISA_SAM_BATCH"
 
 
 def env_number(name: str, default, minimum: float = 0, whole: bool = True, env=None):
@@ -72,7 +70,9 @@ def switch(name: str, value) -> bool:
 
 def default_sam_batch(device_type: str) -> int:
     """Frames per SAM image-encoder batch on this kind of device, unless VIDEOLISA_SAM_BATCH says otherwise."""
-    return env_number(SAM_BATCH_SIZE_VARIABLE, None, minimum=1) or (8 if device_type == "cuda" else 2)
+    # A batch bounds device memory whatever the video length: 8 on a GPU, 2 on a CPU (whose smaller batches
+    # reuse the C allocator's memory instead of mapping new: 10-20% faster).
+    return env_number("VIDEOLISA_SAM_BATCH", None, minimum=1) or (8 if device_type == "cuda" else 2)
 
 
 @dataclass(frozen=True)

@@ -235,6 +235,18 @@ def test_a_shared_link_restores_the_result_its_inputs_settings_and_look(browser_
         opening.close()
 
 
+def _change_input(page, change: str, second: Path) -> None:
+    """As a person does: clear the video and upload ``second`` (a 3-frame clip), or press Clear; then wait for the
+    result area to show the new page's placeholder."""
+    if change == "upload":
+        page.locator("#vl-video").get_by_label("Clear").click()
+        page.locator("#vl-video input[type=file]").set_input_files(str(second))
+        page.locator("#vl-summary").get_by_text("All 3 frames will be segmented").wait_for()
+    else:
+        page.locator("#vl-clear").click()
+    page.locator("#vl-answer .vl-placeholder").wait_for()
+
+
 def test_a_new_input_or_clear_empties_the_result_and_a_new_look_says_why(browser_page, tmp_path):
     app, page = browser_page
     first = make_clip(tmp_path, "first_clip", size=(160, 120), frames=4, fps=8)
@@ -250,13 +262,7 @@ def test_a_new_input_or_clear_empties_the_result_and_a_new_look_says_why(browser
         page.locator("#vl-answer .vl-target").wait_for()
         page.get_by_role("button", name="PNG zip").wait_for()
 
-        if change == "upload":
-            page.locator("#vl-video").get_by_label("Clear").click()
-            page.locator("#vl-video input[type=file]").set_input_files(str(second))
-            page.locator("#vl-summary").get_by_text("All 3 frames will be segmented").wait_for()
-        else:
-            page.locator("#vl-clear").click()
-        page.locator("#vl-answer .vl-placeholder").wait_for()
+        _change_input(page, change, second)
         assert page.locator("#vl-result video").count() == 0
         assert page.locator("#vl-keyframes img").count() == 0
         page.get_by_role("button", name="PNG zip").wait_for(state="hidden")
@@ -314,13 +320,7 @@ def test_a_new_input_or_clear_during_a_run_cancels_it(browser_page, tmp_path, ch
         while counter.calls == calls and time.monotonic() < deadline:
             time.sleep(0.05)
         assert counter.calls == calls + 1
-        if change == "upload":
-            page.locator("#vl-video").get_by_label("Clear").click()
-            page.locator("#vl-video input[type=file]").set_input_files(str(second))
-            page.locator("#vl-summary").get_by_text("All 3 frames will be segmented").wait_for()
-        else:
-            page.locator("#vl-clear").click()
-        page.locator("#vl-answer .vl-placeholder").wait_for()
+        _change_input(page, change, second)
     finally:
         counter.gate.set()
     while counter.finished == finished and time.monotonic() < deadline:

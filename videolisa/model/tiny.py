@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors.torch import save_file
 from sentencepiece import sentencepiece_model_pb2
 
+from ..settings import TINY
 from ..tokenizer import SEG_TOKEN, SPIECE_UNDERLINE
 
 CLIP_DIRNAME = "clip-vit-tiny-patch14-336"
@@ -251,6 +253,19 @@ def _openai_clip_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
             key = "vision_model." + key
         out[key] = value
     return out
+
+
+def write_tiny_preview(root: str | Path, sam2: Optional[str]) -> tuple[str, Optional[str], Optional[str]]:
+    """The checkpoints of a tiny random preview under ``root``: (VideoLISA directory, SAM 2, the name notices
+    give SAM 2). ``sam2`` is passed on, except ``TINY``, which writes a tiny SAM 2 too, named ``TINY_SAM2_NAME``
+    rather than by its folder; the name is None otherwise."""
+    root = Path(root)
+    model = str(write_tiny_checkpoint(root / "videolisa"))
+    if sam2 != TINY:
+        return model, sam2, None
+    from .tiny_sam2 import TINY_SAM2_NAME, write_tiny_sam2
+
+    return model, str(write_tiny_sam2(root / "sam2")), TINY_SAM2_NAME
 
 
 def write_tiny_checkpoint(directory: str | Path, seed: int = 0, sizes: dict = TINY_SIZES,

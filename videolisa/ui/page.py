@@ -19,6 +19,7 @@ from typing import Mapping, Optional
 import gradio as gr
 
 from ..errors import InvalidPrompt, InvalidVideo, VideoLISAError
+from ..pipeline import run_notices
 from ..settings import APP_LIMITS, NUM_FRAMES_DENSE, NUM_FRAMES_SPARSE, env_number
 from ..source import check_file, frames_to_process, probe_within
 from . import files, results, serving, sharing, uploads
@@ -219,7 +220,7 @@ def segment(video: Optional[str], image: Optional[str], prompts: str, sparse_fra
     except VideoLISAError as exc:
         raise gr.Error(str(exc), title="VideoLISA could not run") from exc
     _forget(previous)  # the session's earlier result is replaced: its files go
-    for sentence in results.notices(result):
+    for sentence in run_notices(result.segmentations):
         gr.Info(sentence)
     return (*visible, *(str(p) for p in result.exports.paths()), results.details(result), result)
 

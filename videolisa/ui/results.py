@@ -230,11 +230,6 @@ def _answer_text(text: Optional[str], color: str) -> str:
     return chip.join(html.escape(part) for part in text.split(SEG_TOKEN))
 
 
-def notices(result: RunResult) -> list[str]:
-    """Every sentence the run has for the user, once each, in order."""
-    return run_notices(result.segmentations)
-
-
 def answer_html(result: RunResult, look: Look) -> str:
     """The model's answers, each coloured like its mask, with when the target is visible."""
     colors = look.colors(len(result.segmentations))
@@ -248,7 +243,7 @@ def answer_html(result: RunResult, look: Look) -> str:
             f'<div class="vl-text">{_answer_text(seg.text, color)}</div>'
             f'<div class="vl-when">{html.escape(visibility_text(result, k))}</div></div>'
         )
-    items = "".join(f"<li>{html.escape(n)}</li>" for n in notices(result))
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in run_notices(result.segmentations))
     notes = f'<ul class="vl-notices">{items}</ul>' if items else ""
     return f'<div class="vl-answer">{"".join(cards)}{notes}</div>'
 
@@ -274,7 +269,7 @@ def details(result: RunResult) -> dict:
         "sparse_frames": list(first.sparse_frame_indices),
         "dense_frames": list(first.dense_frame_indices),
         "targets": targets,
-        "notices": notices(result),
+        "notices": run_notices(result.segmentations),
         "seconds": {stage: round(t, 3) for stage, t in first.timings.items()},
     }
 

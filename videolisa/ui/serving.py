@@ -13,11 +13,10 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from ..errors import ModelUnavailable, VideoLISAError, counted
-from ..settings import APP_LIMITS, DEFAULT_MODEL, DEFAULT_SAM2, env_number
+from ..settings import APP_LIMITS, DEFAULT_MODEL, DEFAULT_SAM2, TINY, env_number
 
 try:
     import spaces
@@ -31,7 +30,6 @@ except ImportError:  # the library without the Space extras: same behaviour as s
 
 log = logging.getLogger(__name__)
 
-TINY = "tiny"
 # Values of VIDEOLISA_SAM2 that switch post-optimization off.
 SAM2_OFF = ("", "0", "off", "none", "false")
 
@@ -133,7 +131,10 @@ def load_from_environment(env: Mapping[str, str]) -> Engine:
     sam2_name = None
     try:
         if tiny:
-            model, sam2, sam2_name = _write_tiny(sam2)
+            from ..model.tiny import write_tiny_preview
+
+            # A fresh directory that lives as long as the process.
+            model, sam2, sam2_name = write_tiny_preview(tempfile.mkdtemp(prefix="videolisa-tiny-"), sam2)
         device = _torch_device()
         # ZeroGPU wants the weights loaded on the CPU and moved with .to("cuda") at import time.
         pipeline = load_pipeline(model, vision_tower=env.get("VIDEOLISA_VISION_TOWER") or None, device="cpu",
@@ -147,19 +148,6 @@ def load_from_environment(env: Mapping[str, str]) -> Engine:
         problem = str(exc) if isinstance(exc, VideoLISAError) else f"The model could not be loaded: {exc}"
         return Engine(None, ModelStatus(ready=False, tiny=tiny, label=TINY if tiny else model, problem=problem))
     return Engine(pipeline, ModelStatus(ready=True, tiny=tiny, label=TINY if tiny else model))
-
-
-def _write_tiny(sam2: Optional[str]) -> tuple[str, Optional[str], Optional[str]]:
-    """Write the tiny random checkpoints into a fresh directory; returns (model dir, SAM 2 dir or None, the name
-    notices give a tiny SAM 2, rather than its temporary folder)."""
-    from ..model.tiny import write_tiny_checkpoint
-    from ..model.tiny_sam2 import TINY_SAM2_NAME, write_tiny_sam2
-
-    root = Path(tempfile.mkdtemp(prefix="videolisa-tiny-"))
-    model = str(write_tiny_checkpoint(root / "videolisa"))
-    if sam2 == TINY:
-        return model, str(write_tiny_sam2(root / "sam2")), TINY_SAM2_NAME
-    return model, sam2, None
 
 
 def _preload_post_optimizer(pipeline) -> None:
